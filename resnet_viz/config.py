@@ -1,0 +1,344 @@
+"""ResNetConfig: one frozen dataclass that describes a residual network, its
+validation, and the named presets.
+
+Everything here is plain Python: a config is checked, and its feature-map
+sizes and parameter count are worked out, before any tensor exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+BLOCK_TYPES = ("basic", "bottleneck")
+SHORTCUTS = ("A", "B", "C")
+STEMS = ("cifar", "imagenet")
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+# Limits that keep a config within what one machine can build and trace.
+MAX_STAGES = 8
+MAX_BLOCKS_PER_STAGE = 512
+MAX_WIDTH = 8192
+MAX_STRIDE = 8
+MAX_IN_CHANNELS = 256
+MAX_CLASSES = 100_000
+MAX_INPUT_SIDE = 4096
+MAX_PARAMS = 1_000_000_000  # 4 GB of fp32 weights
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a network; the message says what to change."""
+
+
+class BlockSpec(NamedTuple):
+    """One residual block, as the model builder and the counters see it."""
+
+    stage: int  # 1-based stage number (layer1, layer2, ...)
+    index: int  # 0-based block number within the stage
+    in_channels: int
+    width: int  # channels of the 3x3 conv(s)
+    out_channels: int  # width * expansion
+    stride: int  # only a stage's first block strides
+    shortcut: str  # "identity", "pad" (option A) or "projection" (1x1 conv + BN)
+    in_size: tuple[int, int]
+    out_size: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        return f"layer{self.stage}.{self.index}"
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """A residual network, stage by stage. The defaults are ResNet-20 for CIFAR-10."""
+
+    name: str = "custom"  # a label for tables and files; not part of the architecture
+    block: str = "basic"  # "basic": two 3x3 convs; "bottleneck": 1x1, 3x3, 1x1 with 4x expansion
+    widths: tuple[int, ...] = (16, 32, 64)  # channels of each stage's 3x3 convs
+    blocks: tuple[int, ...] = (3, 3, 3)  # residual blocks per stage
+    strides: tuple[int, ...] = (1, 2, 2)  # stride of each stage's first block
+    shortcut: str = "B"  # A: zero-pad identity, B: projection where the shape changes, C: always project
+    stem: str = "cifar"  # cifar: 3x3 conv stride 1; imagenet: 7x7 conv stride 2 + 3x3 max-pool stride 2
+    stem_width: int | None = None  # channels out of the stem; None means the first stage's width
+    num_classes: int = 10
+    in_channels: int = 3
+    input_size: tuple[int, int] = (32, 32)  # height, width
+
+    def __post_init__(self) -> None:
+        for field in ("widths", "blocks", "strides"):
+            object.__setattr__(self, field, _int_tuple(field, getattr(self, field)))
+        size = self.input_size
+        if isinstance(size, int) and not isinstance(size, bool):
+            size = (size, size)
+        object.__setattr__(self, "input_size", _int_tuple("input_size", size))
+        self._validate()
+
+    # -- derived facts -------------------------------------------------------
+
+    @property
+    def expansion(self) -> int:
+        return EXPANSION[self.block]
+
+    @property
+    def stem_channels(self) -> int:
+        return self.stem_width if self.stem_width is not None else self.widths[0]
+
+    @property
+    def out_features(self) -> int:
+        """Channels into the pooling and the fc layer."""
+        return self.widths[-1] * self.expansion
+
+    @property
+    def depth(self) -> int:
+        """Weighted layers on the main path, as in the name "ResNet-20"."""
+        return 2 + sum(self.blocks) * (2 if self.block == "basic" else 3)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, *self.input_size)
+
+    def stem_out_size(self) -> tuple[int, int]:
+        return _stem_size(self.stem, self.input_size)
+
+    def block_specs(self) -> Iterator[BlockSpec]:
+        """Every residual block in order, with its channels, stride and shortcut."""
+        channels, size = self.stem_channels, self.stem_out_size()
+        for stage, (width, count, stage_stride) in enumerate(
+            zip(self.widths, self.blocks, self.strides), start=1
+        ):
+            out_channels = width * self.expansion
+            for index in range(count):
+                stride = stage_stride if index == 0 else 1
+                out_size = tuple(_out(s, 1, stride, 0) for s in size)
+                reshapes = stride != 1 or channels != out_channels
+                if self.shortcut == "C" or (self.shortcut == "B" and reshapes):
+                    shortcut = "projection"
+                elif reshapes:
+                    shortcut = "pad"
+                else:
+                    shortcut = "identity"
+                yield BlockSpec(stage, index, channels, width, out_channels, stride, shortcut, size, out_size)
+                channels, size = out_channels, out_size
+
+    def num_params(self) -> int:
+        """The exact parameter count, from the config alone (no model is built)."""
+        k = 3 if self.stem == "cifar" else 7
+        total = self.in_channels * self.stem_channels * k * k + 2 * self.stem_channels
+        for b in self.block_specs():
+            if self.block == "basic":
+                total += 9 * b.in_channels * b.width + 9 * b.width * b.width + 4 * b.width
+            else:
+                total += (b.in_channels * b.width + 9 * b.width * b.width + b.width * b.out_channels
+                          + 4 * b.width + 2 * b.out_channels)
+            if b.shortcut == "projection":
+                total += b.in_channels * b.out_channels + 2 * b.out_channels
+        return total + self.out_features * self.num_classes + self.num_classes
+
+    def describe(self) -> str:
+        """One line, e.g. "resnet20: basic 16/32/64 x 3/3/3, shortcut B, 3x32x32 -> 10"."""
+        widths = "/".join(map(str, self.widths))
+        blocks = "/".join(map(str, self.blocks))
+        c, h, w = self.input_shape
+        return (f"{self.name}: {self.block} {widths} × {blocks}, shortcut {self.shortcut}, "
+                f"{self.stem} stem, {c}×{h}×{w} → {self.num_classes}")
+
+    # -- serialisation --------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for key in ("widths", "blocks", "strides", "input_size"):
+            d[key] = list(d[key])
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ResNetConfig:
+        """A config from a dict; also accepts the ``{"config": {...}}`` of a summary JSON."""
+        if isinstance(data, dict) and isinstance(data.get("config"), dict):
+            data = data["config"]
+        if not isinstance(data, dict):
+            raise ConfigError("a config must be a JSON object with fields such as \"widths\" and \"blocks\"")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown config field {unknown[0]!r} — known fields are {_field_names()}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ResNetConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"the config is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ResNetConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {e}") from None
+        return cls.from_json(text)
+
+    # -- validation -------------------------------------------------------------
+
+    def _validate(self) -> None:
+        _choice("block", self.block, BLOCK_TYPES)
+        _choice("shortcut", self.shortcut, SHORTCUTS)
+        _choice("stem", self.stem, STEMS)
+        if not isinstance(self.name, str):
+            raise ConfigError("name must be text")
+        n = len(self.widths)
+        if not 1 <= n <= MAX_STAGES:
+            raise ConfigError(f"a network needs 1 to {MAX_STAGES} stages, got {n}")
+        if len(self.blocks) != n or len(self.strides) != n:
+            raise ConfigError(
+                f"widths, blocks and strides need one value per stage, got {n}, "
+                f"{len(self.blocks)} and {len(self.strides)} values"
+            )
+        for stage, (width, count, stride) in enumerate(zip(self.widths, self.blocks, self.strides), start=1):
+            _in_range(f"stage {stage}: width", width, 1, MAX_WIDTH, "widths")
+            _in_range(f"stage {stage}: blocks", count, 1, MAX_BLOCKS_PER_STAGE, "block counts")
+            _in_range(f"stage {stage}: stride", stride, 1, MAX_STRIDE, "strides")
+        if self.stem_width is not None:
+            _in_range("stem_width", _whole("stem_width", self.stem_width), 1, MAX_WIDTH, "the stem width")
+        _in_range("num_classes", _whole("num_classes", self.num_classes), 1, MAX_CLASSES, "the number of classes")
+        _in_range("in_channels", _whole("in_channels", self.in_channels), 1, MAX_IN_CHANNELS, "input channels")
+        if len(self.input_size) != 2:
+            raise ConfigError(f"input_size is height and width, got {len(self.input_size)} values")
+        for side in self.input_size:
+            _in_range("input_size", side, 1, MAX_INPUT_SIDE, "input sides")
+        self._check_sizes()
+        if self.shortcut == "A":
+            for b in self.block_specs():
+                if b.out_channels < b.in_channels:
+                    raise ConfigError(
+                        f"{b.name}: shortcut A can only pad channels ({b.in_channels} → {b.out_channels}) "
+                        "— use shortcut B or C, or widths that do not shrink"
+                    )
+        params = self.num_params()
+        if params > MAX_PARAMS:
+            raise ConfigError(
+                f"this network would have {params:,} parameters, over the limit of {MAX_PARAMS:,} "
+                "— use fewer or narrower stages"
+            )
+
+    def _check_sizes(self) -> None:
+        """Refuse a stride that meets a feature map smaller than itself: nothing is left to downsample."""
+        problem = _first_collapse(self, self.input_size)
+        if problem is None:
+            return
+        side = 1
+        while _first_collapse(self, (side, side)) is not None and side < MAX_INPUT_SIDE:
+            side += 1
+        layer, size, stride = problem
+        h, w = self.input_size
+        raise ConfigError(
+            f"input {h}×{w} is too small: the feature map is {size[0]}×{size[1]} when {layer} "
+            f"(stride {stride}) downsamples it — use an input of at least {side}×{side}, or smaller strides"
+        )
+
+
+def _first_collapse(cfg: ResNetConfig, size: tuple[int, int]) -> tuple[str, tuple[int, int], int] | None:
+    """The first layer whose stride exceeds the feature map it receives, for an input of ``size``."""
+    layers = [("conv1", 7, 2, 3), ("maxpool", 3, 2, 1)] if cfg.stem == "imagenet" else []
+    layers += [(f"layer{i}.0", 1, s, 0) for i, s in enumerate(cfg.strides, start=1)]
+    for layer, kernel, stride, padding in layers:
+        if min(size) < stride:
+            return layer, size, stride
+        size = tuple(_out(x, kernel, stride, padding) for x in size)
+    return None
+
+
+def _stem_size(stem: str, size: tuple[int, int]) -> tuple[int, int]:
+    if stem == "cifar":
+        return size
+    # 7x7 conv stride 2 pad 3, then 3x3 max-pool stride 2 pad 1
+    return tuple(_out(_out(s, 7, 2, 3), 3, 2, 1) for s in size)
+
+
+def _out(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output side of a conv or pool (dilation 1, floor mode)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _whole(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    return value
+
+
+def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{name} must be a list of whole numbers, got {value!r}")
+    items = tuple(value)
+    for item in items:
+        _whole(f"each value of {name}", item)
+    return items
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} {value!r} is not one of {', '.join(choices)}")
+
+
+def _in_range(label: str, value: int, low: int, high: int, what: str) -> None:
+    if value < low:
+        raise ConfigError(f"{label} {value} — {what} must be {low} or more")
+    if value > high:
+        raise ConfigError(f"{label} {value:,} — {what} are limited to {high:,}")
+
+
+def _field_names() -> str:
+    return ", ".join(f.name for f in dataclasses.fields(ResNetConfig))
+
+
+# -- presets --------------------------------------------------------------------
+
+def _cifar(name: str, depth: int) -> ResNetConfig:
+    n = (depth - 2) // 6  # the paper's 6n+2 layers: three stages of n basic blocks
+    return ResNetConfig(name=name, blocks=(n, n, n))
+
+
+def _imagenet(name: str, block: str, blocks: tuple[int, ...], cifar: bool = False) -> ResNetConfig:
+    return ResNetConfig(
+        name=name, block=block, widths=(64, 128, 256, 512), blocks=blocks, strides=(1, 2, 2, 2),
+        stem="cifar" if cifar else "imagenet", num_classes=10 if cifar else 1000,
+        input_size=(32, 32) if cifar else (224, 224),
+    )
+
+
+_IMAGENET_LAYOUTS = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ("bottleneck", (3, 4, 23, 3)),
+    "resnet152": ("bottleneck", (3, 8, 36, 3)),
+}
+
+PRESETS: dict[str, ResNetConfig] = {
+    **{f"resnet{d}": _cifar(f"resnet{d}", d) for d in (20, 32, 44, 56, 110, 1202)},
+    **{name: _imagenet(name, *layout) for name, layout in _IMAGENET_LAYOUTS.items()},
+    **{f"cifar-{name}": _imagenet(f"cifar-{name}", *_IMAGENET_LAYOUTS[name], cifar=True)
+       for name in ("resnet18", "resnet34", "resnet50")},
+}
+
+
+def preset(name: str, **overrides: Any) -> ResNetConfig:
+    """A named preset, or a new config from a preset plus overrides (``shortcut="A"``, ``num_classes=100``...)."""
+    try:
+        base = PRESETS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown preset {name!r} — choose one of {', '.join(PRESETS)}") from None
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ResNetConfig)})
+    if unknown:
+        raise ConfigError(f"unknown config field {unknown[0]!r} — known fields are {_field_names()}")
+    return dataclasses.replace(base, **overrides) if overrides else base

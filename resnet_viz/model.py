@@ -1,0 +1,161 @@
+"""Residual blocks, shortcuts, and a ResNet built from a ResNetConfig.
+
+Module names follow torchvision (conv1, bn1, relu, maxpool, layer1..., downsample,
+avgpool, fc), so an ImageNet-style preset's state_dict loads into
+``torchvision.models.resnetXX`` with ``strict=True``. Like torchvision (ResNet v1.5),
+a bottleneck block strides in its 3x3 conv, not its first 1x1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BlockSpec, ResNetConfig
+
+Device = torch.device | str | None
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1, device: Device = None) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, device=device)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1, device: Device = None) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False, device=device)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A of the ResNet paper: subsample by the stride, append zero channels. No parameters."""
+
+    def __init__(self, stride: int, extra_channels: int):
+        super().__init__()
+        self.stride = stride
+        self.extra_channels = extra_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra_channels}"
+
+
+def make_shortcut(spec: BlockSpec, device: Device = None) -> nn.Module | None:
+    """None for an identity skip, as torchvision does."""
+    if spec.shortcut == "projection":
+        return nn.Sequential(
+            conv1x1(spec.in_channels, spec.out_channels, spec.stride, device),
+            nn.BatchNorm2d(spec.out_channels, device=device),
+        )
+    if spec.shortcut == "pad":
+        return ZeroPadShortcut(spec.stride, spec.out_channels - spec.in_channels)
+    return None
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs; the skip joins before the last ReLU."""
+
+    expansion = 1
+
+    def __init__(self, spec: BlockSpec, device: Device = None):
+        super().__init__()
+        self.conv1 = conv3x3(spec.in_channels, spec.width, spec.stride, device)
+        self.bn1 = nn.BatchNorm2d(spec.width, device=device)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(spec.width, spec.width, device=device)
+        self.bn2 = nn.BatchNorm2d(spec.width, device=device)
+        # both conv1 and downsample downsample the input when stride != 1
+        self.downsample = make_shortcut(spec, device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        out += identity  # the skip joins the main path
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided), 1x1 expand by 4; the skip joins before the last ReLU."""
+
+    expansion = 4
+
+    def __init__(self, spec: BlockSpec, device: Device = None):
+        super().__init__()
+        self.conv1 = conv1x1(spec.in_channels, spec.width, device=device)
+        self.bn1 = nn.BatchNorm2d(spec.width, device=device)
+        self.conv2 = conv3x3(spec.width, spec.width, spec.stride, device)
+        self.bn2 = nn.BatchNorm2d(spec.width, device=device)
+        self.conv3 = conv1x1(spec.width, spec.out_channels, device=device)
+        self.bn3 = nn.BatchNorm2d(spec.out_channels, device=device)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = make_shortcut(spec, device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        out += identity  # the skip joins the main path
+        return self.relu(out)
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNet(nn.Module):
+    """stem -> layer1..layerN -> global average pool -> fc. ``self.config`` is the config it was built from."""
+
+    def __init__(self, config: ResNetConfig, device: Device = None):
+        super().__init__()
+        self.config = config
+        stem = config.stem_channels
+        if config.stem == "imagenet":
+            self.conv1 = nn.Conv2d(config.in_channels, stem, 7, stride=2, padding=3, bias=False, device=device)
+        else:
+            self.conv1 = conv3x3(config.in_channels, stem, device=device)
+        self.bn1 = nn.BatchNorm2d(stem, device=device)
+        self.relu = nn.ReLU(inplace=True)
+        # the CIFAR stem keeps full resolution: no max-pool at all
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if config.stem == "imagenet" else None
+        block = BLOCKS[config.block]
+        stages: dict[int, list[nn.Module]] = {}
+        for spec in config.block_specs():
+            stages.setdefault(spec.stage, []).append(block(spec, device))
+        for stage, blocks in stages.items():
+            self.add_module(f"layer{stage}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(config.out_features, config.num_classes, device=device)
+        if not self.fc.weight.is_meta:  # meta tensors hold no values to initialise
+            self._init_weights()
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, f"layer{i}") for i in range(1, len(self.config.blocks) + 1)]
+
+    def _init_weights(self) -> None:
+        # torchvision's scheme: He init for convs, BN starts as the identity
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        for stage in self.stages:
+            x = stage(x)
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+def build_model(config: ResNetConfig, device: Device = None) -> ResNet:
+    """The network a config describes, with freshly initialised weights.
+
+    ``device="meta"`` builds it without allocating any weights (what tracing uses).
+    """
+    return ResNet(config, device=device)

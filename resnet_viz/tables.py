@@ -1,0 +1,126 @@
+"""A Trace as tables: a text table for the terminal, CSV, JSON and Markdown.
+
+The CLI's ``summary`` and the app's tables call these; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .trace import Layer, Trace, format_shape
+
+# Columns of the compact views (text and Markdown); CSV and JSON carry every field.
+COMPACT = ("layer", "type", "output_shape", "params", "macs", "receptive_field")
+HEADERS = {"layer": "Layer", "type": "Type", "output_shape": "Output shape", "params": "Params",
+           "macs": "MACs", "receptive_field": "RF"}
+
+
+def human(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23 M'."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= factor:
+            return f"{n / factor:.2f} {prefix}{unit}"
+    return f"{n:g} {unit}".rstrip()
+
+
+def human_bytes(n: float) -> str:
+    for factor, name in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= factor:
+            return f"{n / factor:.2f} {name}"
+    return f"{int(n)} B"
+
+
+def select(trace: Trace, depth: int | None = None) -> list[Layer]:
+    return [layer for layer in trace.layers if depth is None or layer.depth <= depth]
+
+
+def display_name(trace: Trace, layer: Layer) -> str:
+    return layer.name or trace.model_name
+
+
+def compact_rows(trace: Trace, depth: int | None = None, indent: str = "  ") -> list[dict[str, str]]:
+    rows = []
+    for layer in select(trace, depth):
+        out = layer.output_shape
+        shape = "" if out is None else format_shape(out) if isinstance(out, tuple) else "; ".join(
+            format_shape(s) for s in out)
+        rf = layer.receptive_field
+        rows.append({
+            "layer": indent * layer.depth + display_name(trace, layer),
+            "type": layer.type,
+            "output_shape": shape,
+            "params": f"{layer.params:,}" if layer.kind == "module" else "",
+            "macs": f"{layer.macs:,}",
+            "receptive_field": "" if rf is None else (str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}×{rf[1]}"),
+        })
+    return rows
+
+
+def totals_lines(trace: Trace) -> list[tuple[str, str]]:
+    """(label, value) pairs of the totals, each naming its convention."""
+    t = trace.totals
+    per = f"for a batch of {trace.batch_size}" if trace.batch_size > 1 else "per image"
+    return [
+        ("Parameters", f"{t['params']:,} ({t['trainable_params']:,} trainable; {human_bytes(t['param_bytes'])})"),
+        ("MACs", f"{t['macs']:,} ({human(t['macs'])}; multiply-accumulates of conv and linear layers, {per})"),
+        ("FLOPs", f"{t['flops']:,} ({human(t['flops'])}; 2 × MACs, as FlopCounterMode counts)"),
+        ("All ops", f"{t['all_ops']:,} ({human(t['all_ops'])}; FLOPs + bias, BN, ReLU, add and pooling)"),
+        ("Activations", f"{human_bytes(t['activation_bytes'])} written by a forward pass; "
+                        f"{human_bytes(t['peak_activation_bytes'])} live at the peak"),
+        ("Training memory", f"{human_bytes(t['training_bytes'])} estimated for one step "
+                            "(activations + weights + gradients + SGD momentum)"),
+    ]
+
+
+def to_text(trace: Trace, depth: int | None = None) -> str:
+    rows = compact_rows(trace, depth)
+    right = {"params", "macs", "receptive_field"}
+    widths = {c: max(len(HEADERS[c]), *(len(r[c]) for r in rows)) for c in COMPACT}
+
+    def line(values: dict[str, str]) -> str:
+        cells = [values[c].rjust(widths[c]) if c in right else values[c].ljust(widths[c]) for c in COMPACT]
+        return "  ".join(cells).rstrip()
+
+    rule = "─" * len(line(HEADERS))
+    out = [describe(trace), rule, line(HEADERS), rule, *(line(r) for r in rows), rule]
+    label_width = max(len(label) for label, _ in totals_lines(trace))
+    out += [f"{label.ljust(label_width)}  {value}" for label, value in totals_lines(trace)]
+    return "\n".join(out)
+
+
+def to_markdown(trace: Trace, depth: int | None = None) -> str:
+    rows = compact_rows(trace, depth, indent="&nbsp;&nbsp;")
+    right = {"params", "macs", "receptive_field"}
+    out = [f"**{describe(trace)}**", "",
+           "| " + " | ".join(HEADERS[c] for c in COMPACT) + " |",
+           "|" + "|".join("---:" if c in right else "---" for c in COMPACT) + "|"]
+    out += ["| " + " | ".join(_md_cell(r[c]) for c in COMPACT) + " |" for r in rows]
+    out += ["", "| Total | |", "|---|---|"]
+    out += [f"| {label} | {_md_cell(value)} |" for label, value in totals_lines(trace)]
+    return "\n".join(out) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_csv(trace: Trace, depth: int | None = None) -> str:
+    df = trace.to_dataframe()
+    if depth is not None:
+        df = df[df["depth"] <= depth]
+    return df.to_csv(index=False)
+
+
+def to_json(trace: Trace, depth: int | None = None) -> str:
+    return json.dumps(trace.to_dict(depth), indent=2)
+
+
+def describe(trace: Trace) -> str:
+    if trace.config is not None:
+        text = trace.config.describe()
+    else:
+        text = f"{trace.model_name}: input {format_shape(trace.input_shape)}"
+    return text + (f", batch {trace.batch_size}" if trace.batch_size > 1 else "")
+
+
+FORMATS = {"table": to_text, "json": to_json, "csv": to_csv, "markdown": to_markdown}
