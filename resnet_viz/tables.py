@@ -6,6 +6,7 @@ The CLI's ``summary`` and the app's tables call these; nothing here prints.
 from __future__ import annotations
 
 import json
+import re
 
 from .trace import Layer, Trace, format_shape
 
@@ -124,3 +125,43 @@ def describe(trace: Trace) -> str:
 
 
 FORMATS = {"table": to_text, "json": to_json, "csv": to_csv, "markdown": to_markdown}
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "×": r"$\times$", "→": r"$\to$"}
+_TEX_SPECIAL = re.compile("|".join(re.escape(c) for c in _TEX))
+
+
+def _tex(text: str) -> str:
+    return _TEX_SPECIAL.sub(lambda m: _TEX[m.group()], text)
+
+
+def to_latex(trace: Trace, depth: int | None = None) -> str:
+    """A booktabs table (needs ``\\usepackage{booktabs}``) with the totals in its caption."""
+    rows = compact_rows(trace, depth, indent="")
+    depths = [layer.depth for layer in select(trace, depth)]
+    t = trace.totals
+    lines = [
+        "% needs \\usepackage{booktabs}",
+        "\\begin{table}[ht]",
+        "\\centering\\small",
+        "\\begin{tabular}{llrrrr}",
+        "\\toprule",
+        " & ".join(HEADERS[c] for c in COMPACT) + " \\\\",
+        "\\midrule",
+    ]
+    for row, d in zip(rows, depths):
+        cells = [_tex(row[c]) for c in COMPACT]
+        cells[0] = "\\quad " * d + cells[0]
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += [
+        "\\bottomrule",
+        "\\end{tabular}",
+        f"\\caption{{{_tex(describe(trace))}: {t['params']:,} parameters, {_tex(human(t['macs']))} MACs "
+        f"(multiply-accumulates of conv and linear layers; FLOPs = 2 $\\times$ MACs).}}",
+        "\\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+FORMATS["latex"] = to_latex

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -41,6 +42,7 @@ Shape = tuple[int, ...]
 Pair = tuple[int, int]
 
 MAX_BATCH = 1_000_000
+_STAGE = re.compile(r"layer\d+")
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Layer:
     leaf: bool  # no layer below it
     input_shapes: list[Shape]
     output_shape: Shape | list[Shape] | None
+    sources: list[str] = field(default_factory=list)  # the leaf layer that produced each input ("input": the model's)
     params: int = 0  # parameters of this module and everything inside it
     trainable_params: int = 0
     macs: int = 0  # multiply-accumulates of everything inside, for the whole batch
@@ -96,6 +99,45 @@ class Trace:
             raise ValueError(f"optimizer {optimizer!r} is not one of {', '.join(states)}")
         t = self.totals
         return t["activation_bytes"] + t["param_bytes"] * (2 + states[optimizer]) + t["buffer_bytes"]
+
+    def stage_of(self, layer: Layer) -> str:
+        """'stem', a stage's module name ('layer1'...), 'head', or 'model' for the root row."""
+        return self._stage_by_name[layer.name]
+
+    @functools.cached_property
+    def _stage_by_name(self) -> dict[str, str]:
+        stages, current, seen_stage = {}, "stem", False
+        for layer in self.layers:  # pre-order: a row's children follow it
+            top = layer.name.split(".")[0].split("#")[0]
+            if layer.depth == 0:
+                stages[layer.name] = "model"
+                continue
+            if layer.depth == 1:
+                if _STAGE.fullmatch(top):
+                    current, seen_stage = top, True
+                else:
+                    current = "head" if seen_stage else "stem"
+            stages[layer.name] = current
+        return stages
+
+    def stage_table(self):
+        """One row per part (stem, layer1..., head): parameters, MACs, all ops, activation bytes, output shape."""
+        import pandas as pd
+
+        rows: dict[str, dict[str, Any]] = {}
+        for layer in self.layers:
+            if layer.depth == 0:
+                continue
+            row = rows.setdefault(self.stage_of(layer), {"params": 0, "macs": 0, "all_ops": 0,
+                                                         "activation_bytes": 0, "output_shape": None})
+            if layer.depth == 1:
+                row["params"] += layer.params if "#" not in layer.name else 0
+                row["macs"] += layer.macs
+                row["all_ops"] += layer.all_ops
+                row["output_shape"] = layer.output_shape
+            if layer.leaf:
+                row["activation_bytes"] += layer.output_bytes
+        return pd.DataFrame([{"stage": k, **v} for k, v in rows.items()])
 
     def to_dataframe(self):
         """The layers as a pandas DataFrame, shapes written like 1×16×32×32."""
@@ -149,7 +191,7 @@ def format_pair(pair: Pair) -> str:
 class _Probe:
     """A tensor that is only a shape. Every op on it goes to its tracer."""
 
-    __slots__ = ("shape", "dtype", "rf", "jump", "buf", "tracer")
+    __slots__ = ("shape", "dtype", "rf", "jump", "buf", "src", "tracer")
 
     def __init__(self, tracer: _Tracer, shape: Shape, dtype: torch.dtype, rf: Pair, jump: Pair, buf: int):
         self.shape = torch.Size(shape)
@@ -157,6 +199,7 @@ class _Probe:
         self.rf = rf
         self.jump = jump
         self.buf = buf  # which activation buffer holds it (views and in-place ops share one)
+        self.src = "input"  # name of the leaf layer that produced it
         self.tracer = tracer
 
     @classmethod
@@ -508,13 +551,15 @@ class _Tracer:
         key = f"{parent.name}.{op}" if parent.name else op
         n = self.op_calls[key]
         self.op_calls[key] += 1
+        inputs = _probes((args, kwargs))
         layer = Layer(
             name=key if n == 0 else f"{key}_{n}", type=op, kind="op", depth=parent.depth + 1,
-            parent=parent.name, leaf=True,
-            input_shapes=[tuple(p.shape) for p in _probes((args, kwargs))],
-            output_shape=_shapes(result.out), macs=result.macs, all_ops=result.ops,
-            output_bytes=_bytes(result.out),
+            parent=parent.name, leaf=True, input_shapes=[tuple(p.shape) for p in inputs],
+            output_shape=_shapes(result.out), sources=[p.src for p in inputs], macs=result.macs,
+            all_ops=result.ops, output_bytes=_bytes(result.out),
         )
+        for p in _probes(result.out):
+            p.src = layer.name
         if result.geometry:
             layer.kernel, layer.stride, layer.padding = result.geometry
         _set_field(layer, result.out)
@@ -527,12 +572,12 @@ class _Tracer:
         n = self.calls[id(module)]
         parent = self.stack[-1].layer if self.stack else None
         own, trainable = self.params[id(module)]
+        probes = _probes(inputs)
         layer = Layer(
             name=name if n == 1 else f"{name}#{n}", type=type(module).__name__, kind="module",
             depth=0 if parent is None else parent.depth + 1, parent=None if parent is None else parent.name,
-            leaf=next(module.children(), None) is None,
-            input_shapes=[tuple(p.shape) for p in _probes(inputs)],
-            output_shape=None, params=own, trainable_params=trainable,
+            leaf=next(module.children(), None) is None, input_shapes=[tuple(p.shape) for p in probes],
+            output_shape=None, sources=[p.src for p in probes], params=own, trainable_params=trainable,
         )
         self.layers.append(layer)
         self.stack.append(_Frame(layer, self.macs, self.ops))
@@ -545,6 +590,9 @@ class _Tracer:
         layer.all_ops = self.ops - frame.ops
         layer.output_bytes = _bytes(output)
         _set_field(layer, output)
+        if layer.leaf:
+            for p in _probes(output):
+                p.src = layer.name
 
     def peak_bytes(self) -> int:
         """Largest sum of live activations at any step (no allocator slack, in-place ops reuse their input)."""
