@@ -1,4 +1,4 @@
-"""The command line: ``python -m resnet_viz presets|summary ...``.
+"""The command line: ``python -m resnet_viz presets|summary|export ...``.
 
 Same core calls as the app. Bad input ends with exit status 2 and one line on
 stderr, never a traceback.
@@ -13,9 +13,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import tables
+from . import export, tables
 from .config import PRESETS, SHORTCUTS, ConfigError, ResNetConfig, preset
+from .diagram import DIRECTIONS, LEVELS
 from .trace import trace
+
+WHAT = ("diagram", "graph", "table", "charts", "compare")
 
 
 class UsageError(Exception):
@@ -45,8 +48,8 @@ def load_arch(arch: str) -> ResNetConfig:
     raise ConfigError(f"unknown preset {arch!r} — choose one of {', '.join(PRESETS)}, or give a config JSON file")
 
 
-def config_from_args(args: argparse.Namespace) -> ResNetConfig:
-    config = load_arch(args.arch)
+def config_from_args(args: argparse.Namespace, arch: str | None = None) -> ResNetConfig:
+    config = load_arch(arch or args.arch)
     overrides = {}
     if args.shortcut:
         overrides["shortcut"] = args.shortcut
@@ -82,6 +85,69 @@ def cmd_summary(args: argparse.Namespace) -> str:
     return tables.FORMATS[args.format](result, args.depth).rstrip("\n")
 
 
+def cmd_export(args: argparse.Namespace) -> str:
+    if args.what != "compare" and not args.arch:
+        raise UsageError(f"--what {args.what} needs ARCH: a preset name or a config JSON file")
+    if args.what == "compare":
+        data = _compare_bytes(args)
+    elif args.what == "diagram":
+        fmt = export.format_of(args.output, args.format, export.DIAGRAM_FORMATS, "diagrams")
+        result = trace(config_from_args(args), batch_size=args.batch)
+        data = export.block_diagram_bytes(result, fmt, args.level, args.direction, fold=not args.no_fold)
+    elif args.what == "graph":
+        from .diagram import computational_graph
+
+        fmt = export.format_of(args.output, args.format, export.DIAGRAM_FORMATS, "diagrams")
+        graph = computational_graph(config_from_args(args), depth=3 if args.depth is None else args.depth,
+                                    direction=args.direction, batch_size=args.batch)
+        data = export.diagram_bytes(graph, fmt)
+    elif args.what == "table":
+        fmt = export.format_of(args.output, args.format, export.TABLE_FORMATS, "tables")
+        data = export.table_bytes(trace(config_from_args(args), batch_size=args.batch), fmt, args.depth)
+    else:
+        data = _charts_bytes(args)
+    path = export.write_file(args.output, data)
+    return f"wrote {path} ({tables.human_bytes(len(data))})"
+
+
+def _charts_bytes(args: argparse.Namespace) -> bytes:
+    from .charts import CHARTS, charts_html
+
+    fmt = export.format_of(args.output, args.format, export.CHART_FORMATS, "charts")
+    result = trace(config_from_args(args), batch_size=args.batch)
+    if fmt == "html":
+        return charts_html({name: chart(result) for name, chart in CHARTS.items()},
+                           tables.describe(result)).encode("utf-8")
+    if args.chart not in CHARTS:
+        raise UsageError(f"a {fmt} file holds one chart: choose it with --chart ({', '.join(CHARTS)})")
+    return export.figure_bytes(CHARTS[args.chart](result), fmt)
+
+
+def _compare_bytes(args: argparse.Namespace) -> bytes:
+    from . import compare
+
+    fmt = export.format_of(args.output, args.format, export.TABLE_FORMATS + ("html",), "comparisons")
+    if args.vs:
+        if not args.arch:
+            raise UsageError("--vs compares ARCH with others: give ARCH first")
+        configs = [config_from_args(args, arch) for arch in (args.arch, *args.vs)]
+        result, title = compare.compare(configs, batch_size=args.batch), "comparison"
+    elif args.study == "shortcuts":
+        result = compare.shortcut_study(args.arch or "resnet20")
+        title = f"shortcut options A, B and C on {args.arch or 'resnet20'}"
+    elif fmt == "html":
+        configs = [preset(name, shortcut=args.shortcut or "A") for name in compare.CIFAR_DEPTHS]
+        result, title = compare.compare(configs), "CIFAR depth series"
+    else:
+        frame = compare.depth_study(args.shortcut or "A")
+        return export.frame_bytes(frame, fmt, "CIFAR depth series (ResNet paper, Table 6)")
+    if fmt == "html":
+        from .charts import charts_html
+
+        return charts_html(compare.comparison_charts(result), title).encode("utf-8")
+    return export.comparison_bytes(result, fmt, title)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m resnet_viz", description="Build, trace and count residual networks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -99,6 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, help="show layers down to this depth (0: the model only)")
     p.add_argument("--format", choices=tuple(tables.FORMATS), default="table", help="output format")
     p.set_defaults(run=cmd_summary)
+
+    p = sub.add_parser("export", help="write a diagram, table, charts or comparison to a file",
+                       description="Files are written whole or not at all; the format comes from --format or "
+                                   "the file's extension.")
+    p.add_argument("arch", metavar="ARCH", nargs="?", help="a preset name or a config JSON file")
+    p.add_argument("--what", choices=WHAT, required=True,
+                   help="diagram (block diagram), graph (torchview), table, charts, or compare")
+    p.add_argument("-o", "--output", required=True, metavar="PATH", help="the file to write")
+    p.add_argument("--format", metavar="FMT", help="svg png pdf dot | csv json md tex | html (default: from PATH)")
+    p.add_argument("--level", choices=LEVELS, default="block", help="diagram detail (default block)")
+    p.add_argument("--direction", choices=DIRECTIONS, default="TB", help="top-to-bottom or left-to-right")
+    p.add_argument("--no-fold", action="store_true", help="draw every block, even identical ones")
+    p.add_argument("--depth", type=int, help="table rows down to this depth; torchview nesting depth (default 3)")
+    p.add_argument("--chart", help="the chart for a png/svg/pdf file (html holds them all)")
+    p.add_argument("--study", choices=("depth", "shortcuts"), default="depth",
+                   help="compare: the CIFAR depth series (default) or shortcuts A/B/C for ARCH")
+    p.add_argument("--vs", nargs="+", metavar="ARCH", help="compare: ARCH against these")
+    p.add_argument("--shortcut", choices=SHORTCUTS, help="shortcut option (the depth study defaults to A)")
+    p.add_argument("--classes", type=int, help="number of output classes")
+    p.add_argument("--input", metavar="CxHxW", help="input channels, height and width")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.set_defaults(run=cmd_export)
     return parser
 
 
@@ -106,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         output = args.run(args)
-    except (UsageError, ConfigError) as e:
+    except (UsageError, ConfigError, export.ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

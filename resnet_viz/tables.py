@@ -6,6 +6,8 @@ The CLI's ``summary`` and the app's tables call these; nothing here prints.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import re
 
 from .trace import Layer, Trace, format_shape
@@ -165,3 +167,38 @@ def to_latex(trace: Trace, depth: int | None = None) -> str:
 
 
 FORMATS["latex"] = to_latex
+
+
+def _cell(value) -> str:
+    """A table cell: whole numbers with thousands separators, floats to 2 decimals, NaN empty."""
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}"
+    if isinstance(value, numbers.Real):
+        return "" if math.isnan(value) else f"{value:,.2f}"
+    return str(value)
+
+
+def frame_markdown(frame, title: str = "") -> str:
+    """A pandas DataFrame as a Markdown table (numbers right-aligned)."""
+    numeric = [frame[c].dtype.kind in "iuf" for c in frame.columns]
+    out = [f"**{title}**", ""] if title else []
+    out.append("| " + " | ".join(_md_cell(str(c)) for c in frame.columns) + " |")
+    out.append("|" + "|".join("---:" if n else "---" for n in numeric) + "|")
+    out += ["| " + " | ".join(_md_cell(_cell(v)) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(out) + "\n"
+
+
+def frame_latex(frame, title: str = "") -> str:
+    """A pandas DataFrame as a booktabs table (needs ``\\usepackage{booktabs}``)."""
+    align = "".join("r" if frame[c].dtype.kind in "iuf" else "l" for c in frame.columns)
+    lines = ["% needs \\usepackage{booktabs}", "\\begin{table}[ht]", "\\centering\\small",
+             f"\\begin{{tabular}}{{{align}}}", "\\toprule",
+             " & ".join(_tex(str(c)) for c in frame.columns) + " \\\\", "\\midrule"]
+    lines += [" & ".join(_tex(_cell(v)) for v in row) + " \\\\" for row in frame.itertuples(index=False)]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    if title:
+        lines.append(f"\\caption{{{_tex(title)}}}")
+    lines.append("\\end{table}")
+    return "\n".join(lines) + "\n"

@@ -62,7 +62,8 @@ class Layer:
     trainable_params: int = 0
     macs: int = 0  # multiply-accumulates of everything inside, for the whole batch
     all_ops: int = 0
-    output_bytes: int = 0
+    output_bytes: int = 0  # size of the output tensor(s)
+    alloc_bytes: int = 0  # activation memory written inside (in-place ops and views write none)
     kernel: Pair | None = None
     stride: Pair | None = None
     padding: Pair | None = None
@@ -462,6 +463,7 @@ class _Frame:
     layer: Layer
     macs: int
     ops: int
+    allocated: int
 
 
 class _Tracer:
@@ -470,6 +472,7 @@ class _Tracer:
         self.stack: list[_Frame] = []
         self.macs = 0
         self.ops = 0
+        self.allocated = 0
         self.step = 0
         self.buf_bytes: list[int] = []  # per activation buffer: its size, first and last step alive
         self.buf_first: list[int] = []
@@ -485,6 +488,7 @@ class _Tracer:
     def new(self, shape: Shape, dtype: torch.dtype, rf: Pair, jump: Pair) -> _Probe:
         buf = len(self.buf_bytes)
         self.buf_bytes.append(math.prod(shape) * dtype.itemsize)
+        self.allocated += self.buf_bytes[-1]
         self.buf_first.append(self.step)
         self.buf_last.append(self.step)
         return _Probe(self, shape, dtype, rf, jump, buf)
@@ -495,6 +499,7 @@ class _Tracer:
     # ops
     def run(self, func, args=(), kwargs=None):
         kwargs = kwargs or {}
+        allocated = self.allocated
         rule = RULES.get(func)
         result = rule(self, args, kwargs) if rule is not None else None
         if result is None:
@@ -506,7 +511,7 @@ class _Tracer:
         self.ops += result.ops
         frame = self.stack[-1] if self.stack else None
         if frame is not None and not frame.layer.leaf:
-            self._op_layer(func, args, kwargs, result, frame.layer)
+            self._op_layer(func, args, kwargs, result, frame.layer, self.allocated - allocated)
         elif frame is not None and result.geometry and frame.layer.kernel is None:
             frame.layer.kernel, frame.layer.stride, frame.layer.padding = result.geometry
         return result.out
@@ -546,7 +551,7 @@ class _Tracer:
         flops = counter.flops
         return _Result(tree_map(from_meta, out), flops // 2, flops)
 
-    def _op_layer(self, func, args, kwargs, result: _Result, parent: Layer) -> None:
+    def _op_layer(self, func, args, kwargs, result: _Result, parent: Layer, alloc_bytes: int) -> None:
         op = _op_name(func)
         key = f"{parent.name}.{op}" if parent.name else op
         n = self.op_calls[key]
@@ -556,7 +561,7 @@ class _Tracer:
             name=key if n == 0 else f"{key}_{n}", type=op, kind="op", depth=parent.depth + 1,
             parent=parent.name, leaf=True, input_shapes=[tuple(p.shape) for p in inputs],
             output_shape=_shapes(result.out), sources=[p.src for p in inputs], macs=result.macs,
-            all_ops=result.ops, output_bytes=_bytes(result.out),
+            all_ops=result.ops, output_bytes=_bytes(result.out), alloc_bytes=alloc_bytes,
         )
         for p in _probes(result.out):
             p.src = layer.name
@@ -580,7 +585,7 @@ class _Tracer:
             output_shape=None, sources=[p.src for p in probes], params=own, trainable_params=trainable,
         )
         self.layers.append(layer)
-        self.stack.append(_Frame(layer, self.macs, self.ops))
+        self.stack.append(_Frame(layer, self.macs, self.ops, self.allocated))
 
     def hook(self, module: nn.Module, inputs, output) -> None:
         frame = self.stack.pop()
@@ -589,6 +594,7 @@ class _Tracer:
         layer.macs = self.macs - frame.macs
         layer.all_ops = self.ops - frame.ops
         layer.output_bytes = _bytes(output)
+        layer.alloc_bytes = self.allocated - frame.allocated
         _set_field(layer, output)
         if layer.leaf:
             for p in _probes(output):

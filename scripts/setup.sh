@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything resnet-viz needs on a fresh Debian/Ubuntu machine, and
 # does nothing twice: Graphviz (for SVG/PNG/PDF diagram files), a virtual
-# environment in .venv, and the Python packages.
+# environment in .venv, and the Python packages (--dev adds Chromium, which the
+# tests use to draw static chart images).
 #
 #   bash scripts/setup.sh          # what the app and the CLI need
 #   bash scripts/setup.sh --dev    # plus what the tests and benchmarks need
@@ -21,6 +22,8 @@ say() { printf '==> %s\n' "$*"; }
 # -- system packages --------------------------------------------------------
 packages=()
 command -v dot >/dev/null 2>&1 || packages+=(graphviz)
+# the tests also draw static chart images, which need a browser
+[ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1 && packages+=(chromium)
 if ((${#packages[@]})); then
   if [ "$(id -u)" = 0 ]; then sudo=(); elif command -v sudo >/dev/null 2>&1; then sudo=(sudo); else sudo=(none); fi
   if [ "${sudo[0]:-}" = none ] || ! command -v apt-get >/dev/null 2>&1; then

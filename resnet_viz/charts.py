@@ -1,0 +1,177 @@
+"""Plotly figures of a Trace: parameters, MACs and activation memory per stage and per layer, and the
+feature-map shape through the depth of the network; ``charts_html`` puts several on one offline page.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.colors import qualitative
+
+from .tables import display_name, human, human_bytes
+from .trace import Layer, Trace, format_shape
+
+# Colours belong to parts of the network, never to a model, so the same stage looks the same in every chart.
+PART_COLOURS = {"stem": "#7F7F7F", "head": "#3B3B3B", "model": "#000000"}
+STAGE_COLOURS = tuple(qualitative.D3[:7]) + tuple(qualitative.D3[8:])  # D3 without its grey, which is the stem's
+CHANNELS_COLOUR = "#1F77B4"
+SPATIAL_COLOURS = {"H": "#D62728", "W": "#FF7F0E"}
+
+
+def stage_colour(stage: str) -> str:
+    """The colour of a part of the network: 'stem', 'layer1'..., 'head'."""
+    if stage in PART_COLOURS:
+        return PART_COLOURS[stage]
+    return STAGE_COLOURS[(int(stage.removeprefix("layer")) - 1) % len(STAGE_COLOURS)]
+
+
+def params_by_stage(trace: Trace) -> go.Figure:
+    """Parameters of the stem, each stage and the head, labelled with the count and the share of the total."""
+    table = trace.stage_table()
+    total = trace.totals["params"]
+    labels = [f"{p:,} ({_percent(p, total)})" for p in table["params"]]
+    hover = [f"{stage}<br>{p:,} parameters<br>{_percent(p, total)} of {total:,}"
+             for stage, p in zip(table["stage"], table["params"])]
+    bar = go.Bar(x=list(table["stage"]), y=list(table["params"]), text=labels, textposition="outside",
+                 marker_color=[stage_colour(s) for s in table["stage"]], hovertext=hover,
+                 hovertemplate="%{hovertext}<extra></extra>", cliponaxis=False)
+    return _layout(go.Figure(bar), f"Parameters per part of {trace.model_name} (all parameters, % of the total)",
+                   "part of the network", "parameters")
+
+
+def params_by_layer(trace: Trace) -> go.Figure:
+    """One bar per layer that holds parameters (conv, BN, fc), in network order, coloured by stage."""
+    total = trace.totals["params"]
+    # a module called twice holds its parameters once: count them at its first call
+    layers = [layer for layer in trace.layers
+              if layer.leaf and layer.kind == "module" and layer.params > 0 and "#" not in layer.name]
+    return _bars_by_stage(
+        trace, layers, [layer.params for layer in layers],
+        lambda layer: f"{layer.params:,} parameters<br>{_percent(layer.params, total)} of {total:,}",
+        f"Parameters per layer of {trace.model_name} (weights, biases and BN scale/shift)", "parameters",
+    )
+
+
+def macs_by_layer(trace: Trace) -> go.Figure:
+    """One bar per layer that multiplies (convs, fc): its multiply-accumulates for the traced batch."""
+    layers = [layer for layer in trace.layers if layer.leaf and layer.macs > 0]
+    total = trace.totals["macs"]
+    return _bars_by_stage(
+        trace, layers, [layer.macs for layer in layers],
+        lambda layer: f"{layer.macs:,} MACs ({human(layer.macs)})<br>{_percent(layer.macs, total)} of {total:,}",
+        f"MACs per layer of {trace.model_name} (multiply-accumulates, batch of {trace.batch_size})", "MACs",
+    )
+
+
+def memory_by_layer(trace: Trace) -> go.Figure:
+    """Activation memory each layer writes (modules and ops such as the residual add), in bytes."""
+    layers = [layer for layer in trace.layers if layer.leaf and layer.alloc_bytes > 0]
+    return _bars_by_stage(
+        trace, layers, [layer.alloc_bytes for layer in layers],
+        lambda layer: f"{layer.alloc_bytes:,} bytes ({human_bytes(layer.alloc_bytes)})<br>"
+                      f"output {_output_text(layer)}",
+        f"Activation memory per layer of {trace.model_name} (bytes each layer writes, batch of "
+        f"{trace.batch_size}; in-place ReLUs and views write none)",
+        "bytes",
+    )
+
+
+def shape_journey(trace: Trace) -> go.Figure:
+    """Channels (left axis) and spatial side (right axis) of each output along the main path, skips left out."""
+    layers = [layer for layer in trace.layers if _on_main_path(layer)]
+    positions = list(range(1, len(layers) + 1))
+    channels = [layer.output_shape[1] for layer in layers]
+    heights = [_spatial(layer.output_shape)[0] for layer in layers]
+    widths = [_spatial(layer.output_shape)[1] for layer in layers]
+    hover = [f"{display_name(trace, layer)} ({layer.type})<br>output {format_shape(layer.output_shape)}"
+             for layer in layers]
+    fig = go.Figure(_journey_line(positions, channels, "channels", CHANNELS_COLOUR, hover, "y"))
+    if heights == widths:
+        fig.add_trace(_journey_line(positions, heights, "spatial side (H = W)", SPATIAL_COLOURS["H"], hover, "y2"))
+    else:
+        fig.add_trace(_journey_line(positions, heights, "spatial height", SPATIAL_COLOURS["H"], hover, "y2"))
+        fig.add_trace(_journey_line(positions, widths, "spatial width", SPATIAL_COLOURS["W"], hover, "y2"))
+    _layout(fig, f"Shape through {trace.model_name} (channels and spatial side of each layer's output "
+                 "along the main path; 1 after flatten)", "position along the main path (layers in order)", "channels")
+    fig.update_layout(yaxis={"rangemode": "tozero"}, legend={"orientation": "h", "y": -0.2},
+                      yaxis2={"title": {"text": "spatial side (pixels)"}, "overlaying": "y", "side": "right",
+                              "rangemode": "tozero"})
+    return fig
+
+
+CHARTS: dict[str, Callable[[Trace], go.Figure]] = {
+    "params-by-stage": params_by_stage,
+    "params-by-layer": params_by_layer,
+    "macs-by-layer": macs_by_layer,
+    "memory-by-layer": memory_by_layer,
+    "shape-journey": shape_journey,
+}
+
+
+def charts_html(figures: dict[str, go.Figure], title: str) -> str:
+    """One self-contained HTML page with every figure; plotly.js is embedded once, so it works offline."""
+    parts = [
+        pio.to_html(fig, include_plotlyjs=i == 0, full_html=False, div_id=key, default_height="520px")
+        for i, (key, fig) in enumerate(figures.items())
+    ]
+    body = "\n".join(f"<section>\n{part}\n</section>" for part in parts)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{html.escape(title)}</title>\n</head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
+            f"{body}\n</body>\n</html>\n")
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _bars_by_stage(trace: Trace, layers: Sequence[Layer], values: Sequence[int],
+                   describe: Callable[[Layer], str], title: str, y_title: str) -> go.Figure:
+    """Bars in network order, one trace per stage so that the legend names the stages."""
+    names = [display_name(trace, layer) for layer in layers]
+    fig = go.Figure()
+    for stage in dict.fromkeys(trace.stage_of(layer) for layer in layers):
+        rows = [i for i, layer in enumerate(layers) if trace.stage_of(layer) == stage]
+        fig.add_trace(go.Bar(
+            x=[names[i] for i in rows], y=[values[i] for i in rows], name=stage,
+            marker_color=stage_colour(stage),
+            hovertext=[f"{names[i]} ({layers[i].type})<br>{describe(layers[i])}" for i in rows],
+            hovertemplate="%{hovertext}<extra></extra>",
+        ))
+    _layout(fig, title, "layer (network order)", y_title)
+    fig.update_layout(barmode="relative", bargap=0.1)
+    fig.update_xaxes(categoryorder="array", categoryarray=names)
+    return fig
+
+
+def _journey_line(x: list[int], y: list[int], name: str, colour: str, hover: list[str], axis: str) -> go.Scatter:
+    return go.Scatter(x=x, y=y, name=name, mode="lines+markers", line={"color": colour, "shape": "hv"},
+                      yaxis=axis, hovertext=hover, hovertemplate=f"%{{hovertext}}<br>{name}: %{{y:,}}<extra></extra>")
+
+
+def _on_main_path(layer: Layer) -> bool:
+    """A leaf row off the skip connections whose output is a feature map (N, C, H, W) or features (N, F)."""
+    out = layer.output_shape
+    return (layer.leaf and "downsample" not in layer.name.split(".")
+            and isinstance(out, tuple) and len(out) in (2, 4))
+
+
+def _spatial(shape: tuple[int, ...]) -> tuple[int, int]:
+    return (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str) -> go.Figure:
+    fig.update_layout(title={"text": title}, xaxis_title=x_title, yaxis_title=y_title, margin={"t": 80})
+    return fig
+
+
+def _percent(part: float, total: float) -> str:
+    return f"{100 * part / total:.1f}%" if total else "–"
+
+
+def _output_text(layer: Layer) -> str:
+    out = layer.output_shape
+    if isinstance(out, tuple):
+        return format_shape(out)
+    return "; ".join(format_shape(shape) for shape in out or [])

@@ -1,0 +1,155 @@
+"""Files for docs: diagrams (svg png pdf dot), tables (csv json md tex), charts (html, or png svg pdf).
+
+Every function here returns bytes; ``write_file`` puts them on disk whole or not at
+all (a temporary file beside the target, then an atomic rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import graphviz
+
+from . import tables
+from .trace import Trace
+
+DIAGRAM_FORMATS = ("svg", "png", "pdf", "dot")
+TABLE_FORMATS = ("csv", "json", "md", "tex")
+CHART_FORMATS = ("html", "png", "svg", "pdf")
+
+NEEDS_DOT = (
+    "writing {fmt} files needs Graphviz's dot program, which is not installed "
+    "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz) — DOT files work without it"
+)
+NEEDS_KALEIDO = (
+    "static chart images need the kaleido package and a Chrome or Chromium browser "
+    "(pip install kaleido; Debian/Ubuntu: apt-get install chromium) — HTML charts work without them"
+)
+
+
+class ExportError(Exception):
+    """A file that cannot be made here; the message says what to install or change."""
+
+
+class GraphvizCrash(ExportError):
+    """``dot`` died on a signal while laying out a graph."""
+
+
+def has_dot() -> bool:
+    return shutil.which("dot") is not None
+
+
+def diagram_bytes(graph: graphviz.Digraph, fmt: str) -> bytes:
+    """A Graphviz graph as DOT text, or rendered by ``dot`` to SVG, PNG or PDF."""
+    _check(fmt, DIAGRAM_FORMATS, "diagrams")
+    if fmt == "dot":
+        return graph.source.encode("utf-8")
+    if not has_dot():
+        raise ExportError(NEEDS_DOT.format(fmt=fmt.upper()))
+    try:
+        return graph.pipe(format=fmt)
+    except graphviz.ExecutableNotFound:
+        raise ExportError(NEEDS_DOT.format(fmt=fmt.upper())) from None
+    except graphviz.CalledProcessError as e:
+        if e.returncode < 0:
+            raise GraphvizCrash(f"Graphviz's dot crashed laying out the diagram (signal {-e.returncode}); "
+                                "the DOT file can still be drawn elsewhere") from None
+        detail = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        raise ExportError(f"Graphviz could not render the diagram: {' '.join(detail[:2]) or e}") from None
+
+
+def block_diagram_bytes(trace: Trace, fmt: str, level: str = "block", direction: str = "TB",
+                        fold: bool = True) -> bytes:
+    """A block diagram as a file. Older Graphviz (2.43, Debian 12's) can crash laying out the columns
+    of a very large unfolded diagram; it is then drawn as one strip instead."""
+    from .diagram import block_diagram
+
+    try:
+        return diagram_bytes(block_diagram(trace, level, direction, fold), fmt)
+    except GraphvizCrash:
+        return diagram_bytes(block_diagram(trace, level, direction, fold, wrap=False), fmt)
+
+
+def table_bytes(trace: Trace, fmt: str, depth: int | None = None) -> bytes:
+    """The layer table as CSV, JSON, Markdown or LaTeX (booktabs)."""
+    _check(fmt, TABLE_FORMATS, "tables")
+    render = {"csv": tables.to_csv, "json": tables.to_json, "md": tables.to_markdown, "tex": tables.to_latex}[fmt]
+    return render(trace, depth).encode("utf-8")
+
+
+def frame_bytes(frame, fmt: str, title: str) -> bytes:
+    """A pandas DataFrame as CSV, JSON (``{"title", "rows"}``), Markdown or LaTeX."""
+    _check(fmt, TABLE_FORMATS, "tables")
+    if fmt == "csv":
+        return frame.to_csv(index=False).encode("utf-8")
+    if fmt == "json":
+        return json.dumps({"title": title, "rows": _records(frame)}, indent=2).encode("utf-8")
+    render = tables.frame_markdown if fmt == "md" else tables.frame_latex
+    return render(frame, title).encode("utf-8")
+
+
+def comparison_bytes(comparison, fmt: str, title: str) -> bytes:
+    """A comparison's totals (CSV holds those alone) and per-stage deltas."""
+    _check(fmt, TABLE_FORMATS, "comparisons")
+    if fmt == "csv":
+        return comparison.totals.to_csv(index=False).encode("utf-8")
+    if fmt == "json":
+        data = {"title": title, "totals": _records(comparison.totals), "stages": _records(comparison.stages)}
+        return json.dumps(data, indent=2).encode("utf-8")
+    render = tables.frame_markdown if fmt == "md" else tables.frame_latex
+    text = render(comparison.totals, title) + "\n" + render(comparison.stages, f"{title}: per stage")
+    return text.encode("utf-8")
+
+
+def _records(frame) -> list[dict]:
+    # through pandas' JSON writer: numpy numbers become plain numbers and NaN becomes null
+    return json.loads(frame.to_json(orient="records"))
+
+
+def figure_bytes(figure, fmt: str) -> bytes:
+    """One plotly figure as a static PNG, SVG or PDF image (kaleido drives a Chromium browser)."""
+    _check(fmt, ("png", "svg", "pdf"), "chart images")
+    try:
+        return figure.to_image(format=fmt, width=1100, height=600, scale=2 if fmt == "png" else 1)
+    except (ImportError, ValueError, RuntimeError, OSError) as e:
+        if "kaleido" in str(e).lower() or "chrom" in str(e).lower() or isinstance(e, ImportError):
+            raise ExportError(NEEDS_KALEIDO) from None
+        raise ExportError(f"the chart image could not be made: {e}") from None
+
+
+def write_file(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ExportError(f"folder {str(folder)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def format_of(path: str | Path, fmt: str | None, allowed: tuple[str, ...], what: str) -> str:
+    """The format named by ``fmt``, or else by the file's extension ('.markdown' and '.latex' too)."""
+    aliases = {"markdown": "md", "latex": "tex", "htm": "html", "gv": "dot"}
+    ext = Path(path).suffix.lower().lstrip(".")
+    ext = aliases.get(ext, ext)
+    chosen = aliases.get(fmt.lower(), fmt.lower()) if fmt else ext
+    if not chosen:
+        raise ExportError(f"say which format to write ({', '.join(allowed)}): give the file an extension or --format")
+    _check(chosen, allowed, what)
+    return chosen
+
+
+def _check(fmt: str, allowed: tuple[str, ...], what: str) -> None:
+    if fmt not in allowed:
+        raise ExportError(f"{what} can be written as {', '.join(allowed)}, not {fmt!r}")
