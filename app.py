@@ -1,35 +1,118 @@
-"""resnet-viz in the browser: `streamlit run app.py`."""
+"""resnet-viz in the browser: `streamlit run app.py`.
 
+The entry point: the pages, and the sidebar they share, which edits the current config.
+The config lives in session state and in the URL, so a copied link reopens the same network.
+"""
+
+import pandas as pd
 import streamlit as st
 
-from resnet_viz import PRESETS, ConfigError, preset, tables, trace
+from resnet_viz import PRESETS, ConfigError, ResNetConfig, preset
+from resnet_viz.config import BLOCK_TYPES, SHORTCUTS, STEMS
 
-st.set_page_config(page_title="resnet-viz", layout="wide")
-st.title("resnet-viz")
+DEFAULT_PRESET = "resnet20"
+SHORTCUT_HELP = ("A: identity, and where the shape changes a parameter-free zero-pad subsample (the paper's "
+                 "CIFAR choice) · B: 1×1 conv + BN projection where the shape changes · C: projection on every block")
+STEM_HELP = "cifar: 3×3 conv, stride 1 · imagenet: 7×7 conv stride 2, then 3×3 max-pool stride 2"
+
+st.set_page_config(page_title="resnet-viz", page_icon=":material/account_tree:", layout="wide")
+# a sidebar wide enough for the stage editor's three columns
+st.html("<style>section[data-testid='stSidebar'] { min-width: 330px; }</style>")
+state = st.session_state
+
+
+def load(config: ResNetConfig) -> None:
+    """Show ``config`` in the sidebar's widgets and make it the current one."""
+    state.preset = config.name if config.name in PRESETS else DEFAULT_PRESET
+    state.block, state.shortcut, state.stem = config.block, config.shortcut, config.stem
+    state.classes, state.channels = config.num_classes, config.in_channels
+    state.height, state.width = config.input_size
+    state.stem_width = config.stem_width
+    state.stages = pd.DataFrame({"width": config.widths, "blocks": config.blocks, "stride": config.strides})
+    state.editor = state.get("editor", 0) + 1  # a new key gives the stage editor a fresh start
+    state.config, state.config_error = config, None
+
+
+def load_preset() -> None:
+    load(preset(state.preset))
+
+
+def load_upload() -> None:
+    upload = state.get(f"upload{state.editor}")
+    if upload is None:
+        return
+    try:
+        load(ResNetConfig.from_json(upload.getvalue().decode("utf-8", "replace")))
+        state.upload_error = None
+    except ConfigError as e:
+        state.upload_error = f"{upload.name}: {e}"
+
+
+def config_from_widgets(stages: pd.DataFrame) -> ResNetConfig:
+    stages = stages.dropna(how="all")
+    if stages.isna().any().any():
+        raise ConfigError("every stage needs a width, a number of blocks and a stride")
+    columns = {}
+    for column in ("width", "blocks", "stride"):
+        values = [float(v) for v in stages[column]]
+        if any(v != int(v) for v in values):
+            raise ConfigError(f"{column} must be whole numbers, got {', '.join(f'{v:g}' for v in values)}")
+        columns[column] = tuple(int(v) for v in values)
+    return ResNetConfig(
+        name=state.preset, block=state.block, widths=columns["width"], blocks=columns["blocks"],
+        strides=columns["stride"], shortcut=state.shortcut, stem=state.stem, stem_width=state.stem_width,
+        num_classes=int(state.classes), in_channels=int(state.channels),
+        input_size=(int(state.height), int(state.width)),
+    )
+
+
+if "config" not in state:  # a new session: the link's config, or the default preset
+    try:
+        load(ResNetConfig.from_query(st.query_params.to_dict()) if st.query_params else preset(DEFAULT_PRESET))
+    except ConfigError as e:
+        load(preset(DEFAULT_PRESET))
+        state.config_error = f"the link's network could not be opened: {e}"
+
+pages = st.navigation([
+    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("pages/layers.py", title="Layers", icon=":material/table_rows:"),
+    st.Page("pages/diagram.py", title="Diagram", icon=":material/account_tree:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+])
 
 with st.sidebar:
-    name = st.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("resnet20"))
-    shortcut = st.radio("Shortcut", ["A", "B", "C"], index=["A", "B", "C"].index(PRESETS[name].shortcut),
-                        horizontal=True, help="A: zero-pad identity · B: 1×1 projection where the shape "
-                                              "changes · C: projection on every block")
-    classes = st.number_input("Classes", min_value=1, value=PRESETS[name].num_classes, step=1)
+    st.selectbox("Preset", list(PRESETS), key="preset", on_change=load_preset)
+    st.caption("Stages: width (channels of the 3×3 convs), residual blocks, stride of the first block")
+    edited = st.data_editor(
+        state.stages, key=f"stages{state.editor}", num_rows="dynamic", hide_index=True, width="stretch",
+        column_config={name: st.column_config.NumberColumn(name, step=1, format="%d", width="small")
+                       for name in ("width", "blocks", "stride")},
+    )
+    st.radio("Block", BLOCK_TYPES, key="block", horizontal=True,
+             help="basic: two 3×3 convs · bottleneck: 1×1, 3×3, 1×1 with 4× expansion")
+    st.radio("Shortcut", SHORTCUTS, key="shortcut", horizontal=True, help=SHORTCUT_HELP)
+    st.radio("Stem", STEMS, key="stem", horizontal=True, help=STEM_HELP)
+    st.number_input("Classes", min_value=1, step=1, key="classes")
+    c, h, w = st.columns(3)
+    c.number_input("Channels", min_value=1, step=1, key="channels")
+    h.number_input("Height", min_value=1, step=1, key="height")
+    w.number_input("Width", min_value=1, step=1, key="width")
+    st.button("Reset to preset", on_click=load_preset, icon=":material/restart_alt:", width="stretch")
 
-try:
-    result = trace(preset(name, shortcut=shortcut, num_classes=int(classes)))
-except ConfigError as e:
-    st.error(str(e))
-    st.stop()
+    try:
+        state.config, state.config_error = config_from_widgets(edited), None
+    except ConfigError as e:
+        state.config_error = str(e)  # the last valid config stays on screen
+    if st.query_params.to_dict() != state.config.to_query():
+        st.query_params.from_dict(state.config.to_query())
 
-st.caption(tables.describe(result))
-t = result.totals
-cols = st.columns(4)
-cols[0].metric("Parameters", f"{t['params']:,}")
-cols[1].metric("MACs", tables.human(t["macs"]), help="Multiply-accumulates of conv and linear layers, per image")
-cols[2].metric("FLOPs", tables.human(t["flops"]), help="2 × MACs, as torch.utils.flop_counter counts them")
-cols[3].metric("Peak activations", tables.human_bytes(t["peak_activation_bytes"]))
+    st.download_button("Download config (JSON)", state.config.to_json(), f"{state.config.name}.json",
+                       "application/json", icon=":material/download:", width="stretch")
+    st.file_uploader("Open a config (JSON)", type=["json"], key=f"upload{state.editor}", on_change=load_upload)
+    if state.get("upload_error"):
+        st.error(state.upload_error)
 
-depth = st.slider("Depth", 0, max(layer.depth for layer in result.layers), 2)
-frame = result.to_dataframe()
-frame = frame[frame["depth"] <= depth]
-st.dataframe(frame[["name", "type", "input_shapes", "output_shape", "params", "macs", "receptive_field"]],
-             hide_index=True, width="stretch")
+if state.config_error:
+    st.error(f"{state.config_error[0].upper()}{state.config_error[1:]}. Showing the last valid network.",
+             icon=":material/error:")
+pages.run()

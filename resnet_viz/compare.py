@@ -4,6 +4,7 @@ the CIFAR depth series next to the ResNet paper's published sizes, and the three
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,9 +83,11 @@ def depth_study(shortcut: str = "A") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def shortcut_study(name: str = "resnet20") -> Comparison:
-    """One preset with shortcut A (zero-pad), B (project where the shape changes) and C (always project)."""
-    return compare([preset(name, shortcut=shortcut) for shortcut in ("A", "B", "C")])
+def shortcut_study(network: str | ResNetConfig = "resnet20") -> Comparison:
+    """A preset (or any config) with shortcut A (zero-pad), B (project where the shape changes) and C (always
+    project)."""
+    base = preset(network) if isinstance(network, str) else network
+    return compare([dataclasses.replace(base, shortcut=shortcut) for shortcut in ("A", "B", "C")])
 
 
 def comparison_charts(comparison: Comparison) -> dict[str, go.Figure]:

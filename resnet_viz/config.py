@@ -157,6 +157,39 @@ class ResNetConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    def to_query(self) -> dict[str, str]:
+        """The config as short URL query parameters (``widths=16,32,64``...), for a link that reopens it."""
+        c, h, w = self.input_shape
+        query = {"name": self.name, "block": self.block, "widths": _csv(self.widths), "blocks": _csv(self.blocks),
+                 "strides": _csv(self.strides), "shortcut": self.shortcut, "stem": self.stem,
+                 "classes": str(self.num_classes), "input": f"{c}x{h}x{w}"}
+        if self.stem_width is not None:
+            query["stem_width"] = str(self.stem_width)
+        return query
+
+    @classmethod
+    def from_query(cls, query: dict[str, str]) -> ResNetConfig:
+        """The inverse of ``to_query``; missing parameters take the defaults (ResNet-20)."""
+        fields: dict[str, Any] = {}
+        try:
+            for key in ("name", "block", "shortcut", "stem"):
+                if key in query:
+                    fields[key] = query[key]
+            for key in ("widths", "blocks", "strides"):
+                if key in query:
+                    fields[key] = tuple(int(v) for v in query[key].split(","))
+            if "classes" in query:
+                fields["num_classes"] = int(query["classes"])
+            if "stem_width" in query:
+                fields["stem_width"] = int(query["stem_width"])
+            if "input" in query:
+                c, h, w = (int(v) for v in query["input"].lower().split("x"))
+                fields.update(in_channels=c, input_size=(h, w))
+        except ValueError:
+            given = "&".join(f"{k}={v}" for k, v in query.items())
+            raise ConfigError(f"the link's config is malformed ({given}): numbers must be whole") from None
+        return cls(**fields)
+
     @classmethod
     def from_dict(cls, data: Any) -> ResNetConfig:
         """A config from a dict; also accepts the ``{"config": {...}}`` of a summary JSON."""
@@ -268,6 +301,10 @@ def _stem_size(stem: str, size: tuple[int, int]) -> tuple[int, int]:
 def _out(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output side of a conv or pool (dilation 1, floor mode)."""
     return (size + 2 * padding - kernel) // stride + 1
+
+
+def _csv(values) -> str:
+    return ",".join(str(v) for v in values)
 
 
 def _whole(name: str, value: Any) -> int:

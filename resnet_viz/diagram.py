@@ -115,7 +115,7 @@ def _tooltip(trace: Trace, layer: Layer) -> str:
 
 
 @dataclass
-class _Block:
+class ResidualBlock:
     name: str
     layer: Layer
     rows: list[Layer]  # everything inside, in order
@@ -129,7 +129,7 @@ def _inside(name: str, container: str) -> bool:
     return name.startswith(container + ".")
 
 
-def _blocks(trace: Trace) -> dict[str, _Block]:
+def residual_blocks(trace: Trace) -> dict[str, ResidualBlock]:
     """Residual blocks: the modules whose own forward runs an addition."""
     names = set(x.parent for x in trace.layers if x.kind == "op" and x.type == "add")
     rows_of: dict[str, list[Layer]] = {name: [] for name in names}
@@ -153,14 +153,14 @@ def _blocks(trace: Trace) -> dict[str, _Block]:
         ins, out = layer.input_shapes[0], layer.output_shape
         signature = (ins[1:], tuple((x.name[len(name):], x.type, layer_label(x), shape_text(x.output_shape))
                                     for x in rows))
-        blocks[name] = _Block(name, layer, rows, skip, ins[1:] != out[1:], signature)
+        blocks[name] = ResidualBlock(name, layer, rows, skip, ins[1:] != out[1:], signature)
     return blocks
 
 
-def _fold(blocks: dict[str, _Block]) -> dict[str, str]:
+def _fold(blocks: dict[str, ResidualBlock]) -> dict[str, str]:
     """Fold runs of identical consecutive blocks; returns member name -> representative name."""
     represent: dict[str, str] = {}
-    run: list[_Block] = []
+    run: list[ResidualBlock] = []
 
     def close():
         if run:
@@ -223,7 +223,8 @@ def _node_attrs(label: str, kind: str, tooltip: str = "") -> dict[str, str]:
     return attrs
 
 
-def _legend(graph: graphviz.Digraph, title: str, kinds: Iterable[str], folded: bool, downsampling: bool) -> None:
+def _legend(graph: graphviz.Digraph, title: str, kinds: Iterable[str], folded: bool, downsampling: bool,
+            narrow: bool = False) -> None:
     """Title and legend in the graph's own label: a node would take a rank and stretch every column."""
     entries = [(f'<td bgcolor="{KINDS[k][0]}" border="1" width="16"> </td>', KINDS[k][1])
                for k in KINDS if k in kinds and k != "io"]
@@ -232,7 +233,7 @@ def _legend(graph: graphviz.Digraph, title: str, kinds: Iterable[str], folded: b
     if folded:
         entries.append(("<td>×N</td>", "N identical blocks drawn once"))
     entries.append((f'<td><font color="{SKIP_COLOUR}">- - ›</font></td>', "skip connection"))
-    per_row = 4
+    per_row = 2 if narrow else 4
     rows = "".join(
         "<tr>" + "".join(f'{swatch}<td align="left"><font point-size="9">{html.escape(text)}</font></td>'
                          for swatch, text in entries[i:i + per_row]) + "</tr>"
@@ -268,7 +269,7 @@ def _title(trace: Trace) -> str:
 
 def _stage_diagram(trace: Trace, direction: str, title: str, legend: bool) -> graphviz.Digraph:
     g = _new_graph(trace, direction, title)
-    blocks = _blocks(trace)
+    blocks = residual_blocks(trace)
     root = trace.layers[0]
     g.node("input", **_node_attrs(f"input\n{shape_text(root.input_shapes[0])}", "io"))
     parts: list[tuple[str, Layer]] = []  # (node id, the layer whose output leaves the node)
@@ -306,7 +307,7 @@ def _stage_diagram(trace: Trace, direction: str, title: str, legend: bool) -> gr
     g.node("output", **_node_attrs(f"output\n{shape_text(root.output_shape)}", "io"))
     g.edge(previous, "output", label=shape_text(shape))
     if legend:
-        _legend(g, title, kinds, folded=False, downsampling=downsampling)
+        _legend(g, title, kinds, folded=False, downsampling=downsampling, narrow=direction == "TB")
     return g
 
 
@@ -324,7 +325,7 @@ def _compact(labels: list[str]) -> list[str]:
 def _detailed_diagram(trace: Trace, level: str, direction: str, fold: bool, legend: bool, wrap: bool,
                       title: str) -> graphviz.Digraph:
     g = _new_graph(trace, direction, title)
-    blocks = _blocks(trace)
+    blocks = residual_blocks(trace)
     represent = _fold(blocks) if fold else {}
     block_of = {}  # row name -> its block (innermost)
     for block in blocks.values():
@@ -427,7 +428,7 @@ def _ancestors(trace: Trace, row: Layer) -> list[Layer]:
     return chain[::-1]
 
 
-def _cluster_attrs(trace: Trace, container: Layer, blocks: dict[str, _Block]) -> dict[str, str]:
+def _cluster_attrs(trace: Trace, container: Layer, blocks: dict[str, ResidualBlock]) -> dict[str, str]:
     block = blocks.get(container.name)
     if block is None:
         stage = trace.stage_of(container)

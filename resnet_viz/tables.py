@@ -9,6 +9,7 @@ import json
 import math
 import numbers
 import re
+from collections.abc import Iterable, Sequence
 
 from .trace import Layer, Trace, format_shape
 
@@ -33,17 +34,32 @@ def human_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def select(trace: Trace, depth: int | None = None) -> list[Layer]:
-    return [layer for layer in trace.layers if depth is None or layer.depth <= depth]
+def select(trace: Trace, depth: int | None = None, parts: Iterable[str] | None = None,
+           types: Iterable[str] | None = None, search: str = "") -> list[Layer]:
+    """Layers down to ``depth``, in the given parts (stem, layer1..., head) and of the given types, whose
+    name or type contains ``search`` (any case)."""
+    parts, types, needle = set(parts or ()), set(types or ()), search.strip().lower()
+    return [
+        layer for layer in trace.layers
+        if (depth is None or layer.depth <= depth)
+        and (not parts or trace.stage_of(layer) in parts)
+        and (not types or layer.type in types)
+        and (not needle or needle in layer.name.lower() or needle in layer.type.lower())
+    ]
+
+
+def _rows(trace: Trace, depth: int | None, layers: Sequence[Layer] | None) -> list[Layer]:
+    return list(layers) if layers is not None else select(trace, depth)
 
 
 def display_name(trace: Trace, layer: Layer) -> str:
     return layer.name or trace.model_name
 
 
-def compact_rows(trace: Trace, depth: int | None = None, indent: str = "  ") -> list[dict[str, str]]:
+def compact_rows(trace: Trace, depth: int | None = None, indent: str = "  ",
+                 layers: Sequence[Layer] | None = None) -> list[dict[str, str]]:
     rows = []
-    for layer in select(trace, depth):
+    for layer in _rows(trace, depth, layers):
         out = layer.output_shape
         shape = "" if out is None else format_shape(out) if isinstance(out, tuple) else "; ".join(
             format_shape(s) for s in out)
@@ -75,8 +91,8 @@ def totals_lines(trace: Trace) -> list[tuple[str, str]]:
     ]
 
 
-def to_text(trace: Trace, depth: int | None = None) -> str:
-    rows = compact_rows(trace, depth)
+def to_text(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | None = None) -> str:
+    rows = compact_rows(trace, depth, layers=layers)
     right = {"params", "macs", "receptive_field"}
     widths = {c: max(len(HEADERS[c]), *(len(r[c]) for r in rows)) for c in COMPACT}
 
@@ -91,8 +107,8 @@ def to_text(trace: Trace, depth: int | None = None) -> str:
     return "\n".join(out)
 
 
-def to_markdown(trace: Trace, depth: int | None = None) -> str:
-    rows = compact_rows(trace, depth, indent="&nbsp;&nbsp;")
+def to_markdown(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | None = None) -> str:
+    rows = compact_rows(trace, depth, indent="&nbsp;&nbsp;", layers=layers)
     right = {"params", "macs", "receptive_field"}
     out = [f"**{describe(trace)}**", "",
            "| " + " | ".join(HEADERS[c] for c in COMPACT) + " |",
@@ -107,15 +123,12 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def to_csv(trace: Trace, depth: int | None = None) -> str:
-    df = trace.to_dataframe()
-    if depth is not None:
-        df = df[df["depth"] <= depth]
-    return df.to_csv(index=False)
+def to_csv(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | None = None) -> str:
+    return trace.to_dataframe(_rows(trace, depth, layers)).to_csv(index=False)
 
 
-def to_json(trace: Trace, depth: int | None = None) -> str:
-    return json.dumps(trace.to_dict(depth), indent=2)
+def to_json(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | None = None) -> str:
+    return json.dumps(trace.to_dict(layers=_rows(trace, depth, layers)), indent=2)
 
 
 def describe(trace: Trace) -> str:
@@ -138,10 +151,11 @@ def _tex(text: str) -> str:
     return _TEX_SPECIAL.sub(lambda m: _TEX[m.group()], text)
 
 
-def to_latex(trace: Trace, depth: int | None = None) -> str:
+def to_latex(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | None = None) -> str:
     """A booktabs table (needs ``\\usepackage{booktabs}``) with the totals in its caption."""
-    rows = compact_rows(trace, depth, indent="")
-    depths = [layer.depth for layer in select(trace, depth)]
+    chosen = _rows(trace, depth, layers)
+    rows = compact_rows(trace, layers=chosen, indent="")
+    depths = [layer.depth for layer in chosen]
     t = trace.totals
     lines = [
         "% needs \\usepackage{booktabs}",

@@ -140,21 +140,24 @@ class Trace:
                 row["activation_bytes"] += layer.output_bytes
         return pd.DataFrame([{"stage": k, **v} for k, v in rows.items()])
 
-    def to_dataframe(self):
-        """The layers as a pandas DataFrame, shapes written like 1×16×32×32."""
+    def to_dataframe(self, layers: Sequence[Layer] | None = None):
+        """The layers (all, or those given) as a pandas DataFrame, shapes written like 1×16×32×32."""
         import pandas as pd
 
-        return pd.DataFrame([layer_record(layer, text=True) for layer in self.layers])
+        return pd.DataFrame([layer_record(layer, text=True) for layer in (self.layers if layers is None else layers)])
 
-    def to_dict(self, depth: int | None = None) -> dict[str, Any]:
-        """JSON-ready; ``depth`` keeps the layers down to that depth. The config reloads with ``from_dict``."""
+    def to_dict(self, depth: int | None = None, layers: Sequence[Layer] | None = None) -> dict[str, Any]:
+        """JSON-ready, with all layers, those down to ``depth``, or those given; the config reloads with
+        ``ResNetConfig.from_dict``."""
+        if layers is None:
+            layers = [layer for layer in self.layers if depth is None or layer.depth <= depth]
         return {
             "config": self.config.to_dict() if self.config else None,
             "model": self.model_name,
             "batch_size": self.batch_size,
             "input_shape": list(self.input_shape),
             "totals": dict(self.totals),
-            "layers": [layer_record(layer) for layer in self.layers if depth is None or layer.depth <= depth],
+            "layers": [layer_record(layer) for layer in layers],
         }
 
 

@@ -1,0 +1,50 @@
+"""What the pages share: the current config and cached calls into the core. No computing here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from resnet_viz import ResNetConfig, Trace, export, trace
+from resnet_viz.diagram import block_diagram, computational_graph
+
+
+def config() -> ResNetConfig:
+    return st.session_state["config"]
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def traced(config: ResNetConfig, batch_size: int = 1) -> Trace:
+    return trace(config, batch_size=batch_size)
+
+
+def current_trace() -> Trace:
+    return traced(config())
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def diagram_source(config: ResNetConfig, level: str, direction: str = "TB", fold: bool = True) -> str:
+    return block_diagram(traced(config), level, direction, fold).source
+
+
+@st.cache_data(max_entries=16, show_spinner="Running torchview on the meta device…")
+def torchview_source(config: ResNetConfig, depth: int, expand_nested: bool, direction: str) -> str:
+    return computational_graph(config, depth=depth, expand_nested=expand_nested, direction=direction).source
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def diagram_file(config: ResNetConfig, level: str, direction: str, fold: bool, fmt: str) -> bytes:
+    return export.block_diagram_bytes(traced(config), fmt, level, direction, fold)
+
+
+MIME = {"svg": "image/svg+xml", "png": "image/png", "pdf": "application/pdf", "dot": "text/vnd.graphviz",
+        "csv": "text/csv", "json": "application/json", "md": "text/markdown", "tex": "application/x-tex",
+        "html": "text/html"}
+
+
+def downloads(name: str, files: dict[str, Callable[[], bytes | str]], key: str) -> None:
+    """A row of download buttons, one per format; each file is made only when its button is clicked."""
+    for column, (fmt, make) in zip(st.columns(len(files)), files.items()):
+        column.download_button(fmt.upper(), make, f"{name}.{fmt}", MIME[fmt], key=f"{key}-{fmt}",
+                                icon=":material/download:", width="stretch", on_click="ignore")

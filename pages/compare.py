@@ -1,0 +1,66 @@
+"""Compare: configs side by side, or the built-in studies: the CIFAR depth series and shortcuts A/B/C."""
+
+import dataclasses
+
+import streamlit as st
+
+from pages.common import config, downloads
+from resnet_viz import PRESETS, ConfigError, compare, export, preset
+
+NUMBERS = {
+    **{column: st.column_config.NumberColumn(column.replace("_", " ").replace("macs", "MACs"), format="localized")
+       for column in ("params", "macs", "flops", "activation_bytes", "peak_activation_bytes", "params_delta",
+                      "macs_delta")},
+    **{column: st.column_config.NumberColumn(column.replace("_", " ").replace("macs", "MACs").replace(" pct", " %"),
+                                             format="%+.1f%%")
+       for column in ("params_delta_pct", "macs_delta_pct")},
+}
+
+cfg = config()
+st.title("Compare")
+study = st.segmented_control("Study", ["Pick networks", "Depth series (CIFAR)", "Shortcuts A, B, C"],
+                             default="Pick networks", key="study")
+
+if study == "Depth series (CIFAR)":
+    shortcut = st.radio("Shortcut", ["A", "B", "C"], horizontal=True, key="depth_shortcut",
+                        help="The paper used A for its CIFAR networks")
+    series = compare.depth_study(shortcut)
+    st.caption("Our parameter counts next to the ResNet paper's CIFAR-10 table (He et al. 2016, Table 6), which "
+               "used shortcut A. MACs per 3×32×32 image.")
+    st.dataframe(series, hide_index=True, width="stretch", column_config={
+        "params": st.column_config.NumberColumn(format="localized"),
+        "macs": st.column_config.NumberColumn("MACs", format="localized"),
+        "params_m": "params (M)", "paper_params_m": "paper (M)"})
+    result = compare.compare([preset(name, shortcut=shortcut) for name in compare.CIFAR_DEPTHS])
+    title = "CIFAR depth series"
+elif study == "Shortcuts A, B, C":
+    try:
+        result = compare.shortcut_study(cfg)
+    except ConfigError as e:
+        st.error(f"The current network cannot take every shortcut option: {e}.")
+        st.stop()
+    title = f"shortcut options on {cfg.name}"
+    st.caption("The current network with each shortcut option; deltas against A.")
+else:
+    include = st.toggle("Include the current network", value=True, key="include_current")
+    names = st.multiselect("Presets", list(PRESETS), default=["resnet56", "resnet110"], key="compare_presets")
+    current = dataclasses.replace(cfg, name=f"{cfg.name} (current)")
+    configs = ([current] if include else []) + [preset(name) for name in names]
+    if not configs:
+        st.info("Pick at least one network.")
+        st.stop()
+    result = compare.compare(configs)
+    title = "comparison"
+
+st.subheader("Totals")
+st.caption("Deltas against the first row. MACs and FLOPs per image; activation bytes for one image.")
+st.dataframe(result.totals.drop(columns=["description"]), hide_index=True, width="stretch", column_config=NUMBERS)
+for figure in compare.comparison_charts(result).values():
+    st.plotly_chart(figure, width="stretch")
+st.subheader("Per stage")
+st.dataframe(result.stages, hide_index=True, width="stretch", column_config=NUMBERS)
+
+st.subheader("Download")
+downloads(title.replace(" ", "-"), {
+    fmt: (lambda fmt=fmt: export.comparison_bytes(result, fmt, title)) for fmt in ("csv", "json", "md")
+}, key="compare")
