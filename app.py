@@ -30,7 +30,7 @@ def load(config: ResNetConfig) -> None:
     state.stem_width = config.stem_width
     state.stages = pd.DataFrame({"width": config.widths, "blocks": config.blocks, "stride": config.strides})
     state.editor = state.get("editor", 0) + 1  # a new key gives the stage editor a fresh start
-    state.config, state.config_error = config, None
+    state.config, state.config_error, state.link_error = config, None, None
 
 
 def load_preset() -> None:
@@ -71,13 +71,13 @@ if "config" not in state:  # a new session: the link's config, or the default pr
         load(ResNetConfig.from_query(st.query_params.to_dict()) if st.query_params else preset(DEFAULT_PRESET))
     except ConfigError as e:
         load(preset(DEFAULT_PRESET))
-        state.config_error = f"the link's network could not be opened: {e}"
+        state.link_error = f"The link's network could not be opened ({e}); showing {DEFAULT_PRESET} instead."
 
 pages = st.navigation([
-    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
-    st.Page("pages/layers.py", title="Layers", icon=":material/table_rows:"),
-    st.Page("pages/diagram.py", title="Diagram", icon=":material/account_tree:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("app_pages/layers.py", title="Layers", icon=":material/table_rows:"),
+    st.Page("app_pages/diagram.py", title="Diagram", icon=":material/account_tree:"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
 ])
 
 with st.sidebar:
@@ -112,6 +112,8 @@ with st.sidebar:
     if state.get("upload_error"):
         st.error(state.upload_error)
 
+if state.link_error:
+    st.error(state.link_error, icon=":material/link_off:")
 if state.config_error:
     st.error(f"{state.config_error[0].upper()}{state.config_error[1:]}. Showing the last valid network.",
              icon=":material/error:")

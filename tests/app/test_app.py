@@ -1,30 +1,274 @@
+"""Every page and the main widget paths, through Streamlit's AppTest (no browser)."""
+
+import json
+import shutil
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
-from resnet_viz import preset
+from resnet_viz import ResNetConfig, preset
+from resnet_viz.compare import CIFAR_DEPTHS
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+PAGES = ["app_pages/overview.py", "app_pages/layers.py", "app_pages/diagram.py", "app_pages/compare.py"]
 
 
-def _metric(at: AppTest, label: str) -> str:
+def start(query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    if query:
+        at.query_params.update(query)
+    return at.run()
+
+
+def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
-def test_starts_on_resnet20_with_the_seed_numbers():
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    assert not at.exception and not at.error
-    assert _metric(at, "Parameters") == "272,474"
-    frame = at.dataframe[0].value
-    assert frame.loc[frame["name"] == "layer3", "output_shape"].item() == "1×64×8×8"
+def sidebar(at: AppTest, kind: str, label: str):
+    return next(w for w in getattr(at.sidebar, kind) if w.label == label)
 
 
-def test_preset_and_shortcut_change_the_numbers():
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.sidebar.radio[0].set_value("A").run()
-    assert _metric(at, "Parameters") == "269,722"
-    at.sidebar.selectbox[0].set_value("resnet50").run()
+def graphviz(at: AppTest) -> str:
+    return at.get("graphviz_chart")[0].proto.spec
+
+
+def edit_stages(at: AppTest, edited_rows=None, added_rows=None, deleted_rows=None) -> AppTest:
+    """Edit the sidebar's stage table. AppTest cannot type into a data editor, so this sends the editor's
+    own widget state (the JSON a browser sends) with the next run; later runs forget it, as AppTest
+    tracks no state for data editors."""
+    editor = at.data_editor[0]
+    states = at._tree.get_widget_states()
+    state = states.widgets.add()
+    state.id = editor.proto.id
+    state.string_value = json.dumps({"edited_rows": {str(k): v for k, v in (edited_rows or {}).items()},
+                                     "added_rows": added_rows or [], "deleted_rows": deleted_rows or []})
+    return at._run(states)
+
+
+def ok(at: AppTest) -> None:
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+# -- overview and the sidebar -------------------------------------------------------------------------
+
+def test_overview_walks_through_resnet20():
+    at = start()
+    ok(at)
+    assert at.title[0].value == "resnet20 · ResNet-20"
+    assert (metric(at, "Parameters"), metric(at, "MACs"), metric(at, "FLOPs")) == ("272,474", "40.81 M", "81.63 M")
+    steps = " ".join(m.value for m in at.markdown)
+    for shapes in ("`(3,32,32)` → `(16,32,32)`", "`(16,32,32)` → `(32,16,16)`", "`(32,16,16)` → `(64,8,8)`",
+                   "`(64,8,8)` → `(10)`"):
+        assert shapes in steps
+    assert "fc 64→10" in graphviz(at) and "stage 2 (layer2)" in graphviz(at)
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_preset_change_loads_the_preset_into_every_widget_and_the_url():
+    at = start()
+    sidebar(at, "selectbox", "Preset").set_value("resnet50").run()
+    ok(at)
+    assert at.title[0].value == "resnet50 · ResNet-50"
+    assert metric(at, "Parameters") == "25,557,032"
+    assert sidebar(at, "radio", "Block").value == "bottleneck"
+    assert sidebar(at, "radio", "Stem").value == "imagenet"
+    assert (sidebar(at, "number_input", "Classes").value, sidebar(at, "number_input", "Height").value) == (1000, 224)
+    assert list(at.data_editor[0].value["blocks"]) == [3, 4, 6, 3]
+    assert at.query_params["name"] == "resnet50" and at.query_params["blocks"] == "3,4,6,3"
+
+
+def test_shortcut_and_input_changes():
+    at = start()
+    sidebar(at, "radio", "Shortcut").set_value("A").run()
+    assert metric(at, "Parameters") == "269,722"
+    sidebar(at, "number_input", "Height").set_value(64).run()
+    sidebar(at, "number_input", "Width").set_value(64).run()
+    ok(at)
+    assert metric(at, "MACs") == "162.20 M"  # 4 × 40,551,040 less the fc layer's 3 × 640
+    assert at.session_state["config"] == preset("resnet20", shortcut="A", input_size=(64, 64))
+
+
+def test_stage_edits_rebuild_the_network():
+    at = start()
+    edit_stages(at, added_rows=[{"width": 128, "blocks": 3, "stride": 2}])
+    ok(at)
+    assert at.session_state["config"].widths == (16, 32, 64, 128)
+    assert at.title[0].value == "resnet20 · ResNet-26"
+    expected = preset("resnet20", widths=(16, 32, 64, 128), blocks=(3, 3, 3, 3), strides=(1, 2, 2, 2))
+    assert metric(at, "Parameters") == f"{expected.num_params():,}"
+
+
+def test_an_invalid_value_shows_the_cores_sentence_and_keeps_the_last_good_view():
+    at = start()
+    edit_stages(at, edited_rows={1: {"stride": 0}})
     assert not at.exception
-    assert _metric(at, "Parameters") == f"{preset('resnet50', shortcut='A').num_params():,}"
-    at.sidebar.radio[0].set_value("B").run()
-    assert _metric(at, "Parameters") == "25,557,032"
+    assert [e.value for e in at.error] == [
+        "Stage 2: stride 0 — strides must be 1 or more. Showing the last valid network."]
+    assert metric(at, "Parameters") == "272,474"  # the last good network is still on screen
+    for page in PAGES[1:]:  # and every page still works
+        at.switch_page(page)
+        edit_stages(at, edited_rows={1: {"stride": 0}})  # AppTest resends no editor state by itself
+        assert not at.exception and len(at.error) == 1 and at.title
+    edit_stages(at, edited_rows={1: {"stride": 2}, 2: {"width": 128}})
+    ok(at)
+    assert at.session_state["config"].widths == (16, 32, 128)
+
+
+def test_a_stage_with_an_empty_cell_is_an_error_not_a_crash():
+    at = start()
+    edit_stages(at, added_rows=[{"width": 128}])
+    assert not at.exception
+    assert "every stage needs a width, a number of blocks and a stride" in at.error[0].value.lower()
+
+
+def test_reset_to_preset():
+    at = start()
+    sidebar(at, "radio", "Shortcut").set_value("C").run()
+    sidebar(at, "number_input", "Classes").set_value(100).run()
+    assert at.session_state["config"].num_classes == 100
+    next(b for b in at.sidebar.button if b.label == "Reset to preset").click().run()
+    ok(at)
+    assert at.session_state["config"] == preset("resnet20")
+    assert sidebar(at, "radio", "Shortcut").value == "B"
+
+
+def test_a_link_reopens_the_same_network():
+    config = preset("resnet56", shortcut="A", num_classes=100)
+    at = start(config.to_query())
+    ok(at)
+    assert at.session_state["config"] == config
+    assert at.title[0].value == "resnet56 · ResNet-56"
+    assert sidebar(at, "radio", "Shortcut").value == "A"
+
+
+def test_a_broken_link_says_so_and_opens_the_default():
+    at = start({"widths": "16,x,64"})
+    assert not at.exception
+    assert "the link's network could not be opened" in at.error[0].value.lower()
+    assert at.session_state["config"] == preset("resnet20")
+
+
+def test_config_json_download_and_upload(tmp_path):
+    at = start()
+    sidebar(at, "radio", "Shortcut").set_value("A").run()
+    download = next(b for b in at.sidebar.download_button if b.label == "Download config (JSON)")
+    assert download is not None
+    uploaded = preset("cifar-resnet18", num_classes=100)
+    at.sidebar.file_uploader[0].upload("net.json", uploaded.to_json().encode(), "application/json").run()
+    ok(at)
+    assert at.session_state["config"] == uploaded
+    assert at.title[0].value == "cifar-resnet18 · ResNet-18"
+    at.sidebar.file_uploader[0].upload("bad.json", b'{"widths": [16, 32', "application/json").run()
+    assert not at.exception
+    assert "bad.json: the config is not valid JSON" in " ".join(e.value for e in at.sidebar.error)
+    assert at.session_state["config"] == uploaded  # nothing half-loaded
+
+
+# -- layers ----------------------------------------------------------------------------------------------
+
+def test_layers_table_filters_and_downloads():
+    at = start()
+    at.switch_page("app_pages/layers.py").run()
+    ok(at)
+    table = at.dataframe[0].value
+    assert len(table) == 88 and table["name"].iloc[0] == "resnet20"
+    assert table.loc[table["name"] == "layer3", "output_shape"].item() == "1×64×8×8"
+    at.number_input[0].set_value(1).run()
+    assert list(at.dataframe[0].value["name"]) == ["resnet20", "conv1", "bn1", "relu", "layer1", "layer2", "layer3",
+                                                   "avgpool", "flatten", "fc"]
+    at.number_input[0].set_value(4).run()
+    at.multiselect[0].set_value(["layer2"]).run()
+    at.multiselect[1].set_value(["Conv2d"]).run()
+    names = list(at.dataframe[0].value["name"])
+    assert names == ["layer2.0.conv1", "layer2.0.conv2", "layer2.0.downsample.0", "layer2.1.conv1", "layer2.1.conv2",
+                     "layer2.2.conv1", "layer2.2.conv2"]
+    at.multiselect[0].set_value([]).run()
+    at.multiselect[1].set_value([]).run()
+    at.text_input[0].set_value("downsample").run()
+    assert set(at.dataframe[0].value["type"]) == {"Sequential", "Conv2d", "BatchNorm2d"}
+    assert [b.label for b in at.main.download_button] == ["CSV", "JSON", "MD"]
+    at.text_input[0].set_value("nothing-like-this").run()
+    ok(at)
+    assert at.info[0].value == "No layer matches these filters."
+
+
+# -- diagram ---------------------------------------------------------------------------------------------
+
+def test_diagram_levels_direction_folding_and_downloads():
+    at = start()
+    at.switch_page("app_pages/diagram.py").run()
+    ok(at)
+    assert "layer1.0 – layer1.2  ×3" in graphviz(at)
+    at.radio(key="level").set_value("stage").run()
+    assert "stage 1 (layer1)" in graphviz(at)
+    at.radio(key="level").set_value("layer").run()
+    at.toggle(key="fold").set_value(False).run()
+    assert "conv 1×1, 32, /2" in graphviz(at) and "  ×3" not in graphviz(at)
+    at.radio(key="direction").set_value("LR").run()
+    assert "rankdir=LR" in graphviz(at)
+    labels = [b.label for b in at.main.download_button]
+    assert labels == (["DOT", "SVG", "PNG", "PDF"] if shutil.which("dot") else ["DOT"])
+
+
+def test_diagram_without_graphviz_offers_dot_and_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    at = start()
+    at.switch_page("app_pages/diagram.py").run()
+    ok(at)
+    assert [b.label for b in at.main.download_button] == ["DOT"]
+    assert "apt-get install graphviz" in at.info[0].value
+
+
+def test_torchview_view():
+    at = start()
+    at.switch_page("app_pages/diagram.py").run()
+    at.segmented_control(key="view").set_value("Computational graph (torchview)").run()
+    ok(at)
+    assert "(1, 3, 32, 32)" in graphviz(at)
+    shallow = graphviz(at)
+    at.slider(key="tv_depth").set_value(3).run()
+    assert len(graphviz(at)) > len(shallow)
+
+
+# -- compare ---------------------------------------------------------------------------------------------
+
+def test_compare_picked_networks():
+    at = start()
+    at.switch_page("app_pages/compare.py").run()
+    ok(at)
+    totals = at.dataframe[0].value
+    assert list(totals["name"]) == ["resnet20 (current)", "resnet56", "resnet110"]
+    assert list(totals["params"]) == [272_474, 855_770, 1_730_714]
+    assert len(at.get("plotly_chart")) == 2
+    assert [b.label for b in at.main.download_button] == ["CSV", "JSON", "MD"]
+
+
+def test_compare_depth_series_matches_the_core():
+    at = start()
+    at.switch_page("app_pages/compare.py").run()
+    at.segmented_control(key="study").set_value("Depth series (CIFAR)").run()
+    ok(at)
+    series = at.dataframe[0].value
+    assert list(series["model"]) == list(CIFAR_DEPTHS)
+    assert list(series["params"]) == [preset(name, shortcut="A").num_params() for name in CIFAR_DEPTHS]
+    assert list(series["paper_params_m"]) == [0.27, 0.46, 0.66, 0.85, 1.7, 19.4]
+
+
+def test_compare_shortcuts_of_the_current_network():
+    current = ResNetConfig(name="resnet20", blocks=(2, 2, 2))
+    at = start(current.to_query())
+    at.switch_page("app_pages/compare.py").run()
+    at.segmented_control(key="study").set_value("Shortcuts A, B, C").run()
+    ok(at)
+    params = [ResNetConfig(name="resnet20", blocks=(2, 2, 2), shortcut=s).num_params() for s in "ABC"]
+    assert list(at.dataframe[0].value["params_delta"]) == [0, params[1] - params[0], params[2] - params[0]]
+    assert params[1] - params[0] == 2_752
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_for_an_imagenet_network(page):
+    at = start(preset("resnet152").to_query())
+    at.switch_page(page).run()
+    ok(at)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.common import config, current_trace, downloads
+from app_pages.common import config, current_trace, downloads
 from resnet_viz import tables
 
 cfg, t = config(), current_trace()

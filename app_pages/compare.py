@@ -4,7 +4,7 @@ import dataclasses
 
 import streamlit as st
 
-from pages.common import config, downloads
+from app_pages.common import comparison, config, depth_series, downloads
 from resnet_viz import PRESETS, ConfigError, compare, export, preset
 
 NUMBERS = {
@@ -24,18 +24,18 @@ study = st.segmented_control("Study", ["Pick networks", "Depth series (CIFAR)", 
 if study == "Depth series (CIFAR)":
     shortcut = st.radio("Shortcut", ["A", "B", "C"], horizontal=True, key="depth_shortcut",
                         help="The paper used A for its CIFAR networks")
-    series = compare.depth_study(shortcut)
+    series = depth_series(shortcut)
     st.caption("Our parameter counts next to the ResNet paper's CIFAR-10 table (He et al. 2016, Table 6), which "
                "used shortcut A. MACs per 3×32×32 image.")
     st.dataframe(series, hide_index=True, width="stretch", column_config={
         "params": st.column_config.NumberColumn(format="localized"),
         "macs": st.column_config.NumberColumn("MACs", format="localized"),
         "params_m": "params (M)", "paper_params_m": "paper (M)"})
-    result = compare.compare([preset(name, shortcut=shortcut) for name in compare.CIFAR_DEPTHS])
+    result, figures = comparison(tuple(preset(name, shortcut=shortcut) for name in compare.CIFAR_DEPTHS))
     title = "CIFAR depth series"
 elif study == "Shortcuts A, B, C":
     try:
-        result = compare.shortcut_study(cfg)
+        result, figures = comparison(tuple(dataclasses.replace(cfg, shortcut=s) for s in ("A", "B", "C")))
     except ConfigError as e:
         st.error(f"The current network cannot take every shortcut option: {e}.")
         st.stop()
@@ -49,13 +49,13 @@ else:
     if not configs:
         st.info("Pick at least one network.")
         st.stop()
-    result = compare.compare(configs)
+    result, figures = comparison(tuple(configs))
     title = "comparison"
 
 st.subheader("Totals")
 st.caption("Deltas against the first row. MACs and FLOPs per image; activation bytes for one image.")
 st.dataframe(result.totals.drop(columns=["description"]), hide_index=True, width="stretch", column_config=NUMBERS)
-for figure in compare.comparison_charts(result).values():
+for figure in figures.values():
     st.plotly_chart(figure, width="stretch")
 st.subheader("Per stage")
 st.dataframe(result.stages, hide_index=True, width="stretch", column_config=NUMBERS)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-from resnet_viz import ResNetConfig, Trace, export, trace
+from resnet_viz import ResNetConfig, Trace, compare, export, trace
+from resnet_viz.charts import shape_journey
 from resnet_viz.diagram import block_diagram, computational_graph
+from resnet_viz.walkthrough import Step, walkthrough
 
 
 def config() -> ResNetConfig:
@@ -21,6 +25,27 @@ def traced(config: ResNetConfig, batch_size: int = 1) -> Trace:
 
 def current_trace() -> Trace:
     return traced(config())
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def journey(config: ResNetConfig) -> go.Figure:
+    return shape_journey(traced(config))
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def steps(config: ResNetConfig) -> list[Step]:
+    return walkthrough(traced(config))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def comparison(configs: tuple[ResNetConfig, ...]) -> tuple[compare.Comparison, dict[str, go.Figure]]:
+    result = compare.compare(configs)
+    return result, compare.comparison_charts(result)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def depth_series(shortcut: str) -> pd.DataFrame:
+    return compare.depth_study(shortcut)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -2,10 +2,8 @@
 
 import streamlit as st
 
-from pages.common import config, current_trace, diagram_source, traced
-from resnet_viz.charts import shape_journey
+from app_pages.common import config, current_trace, diagram_source, journey, steps, traced
 from resnet_viz.tables import human, human_bytes
-from resnet_viz.walkthrough import walkthrough
 
 cfg, t = config(), current_trace()
 totals = t.totals
@@ -32,8 +30,8 @@ with left:
     st.graphviz_chart(diagram_source(cfg, "stage"), width="stretch")
 with right:
     st.subheader("Walk-through")
-    for step in walkthrough(t):
+    for step in steps(cfg):
         st.markdown(f"**{step.title}** · `{step.shape_in}` → `{step.shape_out}`  \n{step.text}")
 
 st.subheader("Shape journey")
-st.plotly_chart(shape_journey(t), width="stretch")
+st.plotly_chart(journey(cfg), width="stretch")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.common import config, diagram_file, diagram_source, downloads, torchview_source
+from app_pages.common import config, diagram_file, diagram_source, downloads, torchview_source
 from resnet_viz import export
 from resnet_viz.diagram import LEVELS
 

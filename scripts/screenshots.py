@@ -1,0 +1,68 @@
+"""Screenshots of every page of the app for the README: docs/overview.png, layers.png, diagram.png, compare.png.
+
+    .venv/bin/python scripts/screenshots.py [--out docs]
+
+Starts `streamlit run app.py` on a free loopback port, opens each page in headless Chromium (/usr/bin/chromium)
+at 1400×1000 and saves the viewport once the page has finished drawing. The server's log goes to
+test-output/streamlit-screenshots.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.e2e.browser import (  # noqa: E402
+    OUTPUT_DIR,
+    PAGES,
+    AppPage,
+    ServerError,
+    browser_unavailable,
+    chromium,
+    new_page,
+    open_page,
+    streamlit_server,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+
+def save_page(page: Page, base_url: str, app_page: AppPage, out_dir: Path) -> Path:
+    open_page(page, base_url, app_page)
+    path = out_dir / f"{app_page.name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs", help="folder for the PNGs (default: docs)")
+    args = parser.parse_args(argv)
+    reason = browser_unavailable()
+    if reason:
+        print(f"screenshots: cannot run: {reason}", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    try:
+        with streamlit_server(OUTPUT_DIR / "streamlit-screenshots.log") as base_url, chromium() as browser:
+            with new_page(browser) as page:
+                for app_page in PAGES:
+                    print(f"wrote {save_page(page, base_url, app_page, args.out)}")
+    except ServerError as e:
+        print(f"screenshots: {e}", file=sys.stderr)
+        return 1
+    print(f"done in {time.monotonic() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

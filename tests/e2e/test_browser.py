@@ -1,0 +1,170 @@
+"""The app in a real browser: every page draws without errors, links reopen a network, the sidebar drives the page.
+
+Run with `python -m pytest tests/e2e` (or `-m e2e`); full-page screenshots land in test-output/screenshots/.
+Needs the playwright package and Debian's Chromium at /usr/bin/chromium; skipped without them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.e2e.browser import (
+    GRAPHVIZ_NODES,
+    LOAD_TIMEOUT_MS,
+    MAIN_DATAFRAME,
+    OUTPUT_DIR,
+    PAGES,
+    TITLE,
+    AppPage,
+    browser_unavailable,
+    full_page_screenshot,
+    open_page,
+    wait_for_app_idle,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+_reason = browser_unavailable()
+if _reason:
+    pytest.skip(_reason, allow_module_level=True)
+
+from playwright.sync_api import expect  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+SCREENSHOTS = OUTPUT_DIR / "screenshots"
+PAGE = {app_page.name: app_page for app_page in PAGES}
+EXCEPTION = '[data-testid="stException"]'
+ERROR_ALERT = '[data-testid="stAlert"]:has([data-testid="stAlertContentError"])'  # st.error; not info/warning
+PLOTLY_CHART = '[data-testid="stPlotlyChart"] .js-plotly-plot'
+# Streamlit fetches the favicon of a `:material/...:` page icon from Google Fonts; refused here, the tab has no icon.
+EXPECTED_EXTERNAL = ("https://fonts.gstatic.com/s/i/short-term/release/materialsymbolsrounded/",)
+
+
+@pytest.fixture
+def page_errors(page: Page) -> list[str]:
+    """Uncaught JavaScript errors on the page."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+def visit(page: Page, app_url: str, name: str, query: str = "") -> AppPage:
+    """Open a page of the app and wait until it has finished drawing."""
+    app_page = PAGE[name]
+    open_page(page, app_url, app_page, query)
+    return app_page
+
+
+def assert_no_errors(page: Page, page_errors: list[str], refused_requests: list[str]) -> None:
+    exceptions = page.locator(EXCEPTION)
+    assert exceptions.count() == 0, f"exception on the page: {exceptions.all_inner_texts()}"
+    errors = page.locator(ERROR_ALERT)
+    assert errors.count() == 0, f"st.error on the page: {errors.all_inner_texts()}"
+    assert page_errors == [], f"JavaScript errors: {page_errors}"
+    unexpected = [url for url in refused_requests if not url.startswith(EXPECTED_EXTERNAL)]
+    assert unexpected == [], f"the page asked for hosts beyond 127.0.0.1: {unexpected}"
+
+
+def assert_title(page: Page, title: str) -> None:
+    expect(page.locator(TITLE)).to_have_text(title, timeout=LOAD_TIMEOUT_MS)
+
+
+def assert_metric(page: Page, label: str, value: str) -> None:
+    metric = page.get_by_test_id("stMetric").filter(has_text=label)
+    expect(metric.get_by_test_id("stMetricValue")).to_have_text(value)
+
+
+def assert_graphviz_drawn(page: Page, *labels: str) -> None:
+    nodes = page.locator(GRAPHVIZ_NODES)
+    assert nodes.count() > 5, f"only {nodes.count()} Graphviz nodes drawn"
+    chart = page.get_by_test_id("stGraphVizChart").first
+    for label in labels:
+        expect(chart).to_contain_text(label)
+
+
+def screenshot(page: Page, app_page: AppPage) -> None:
+    full_page_screenshot(page, SCREENSHOTS / f"{app_page.name}.png", app_page)
+
+
+def choose_preset(page: Page, name: str) -> None:
+    page.get_by_test_id("stSelectbox").filter(has_text="Preset").click()
+    page.get_by_role("option", name=name, exact=True).click()
+
+
+# -- every page --------------------------------------------------------------------------------------------------------
+
+def test_overview_shows_resnet20_with_its_stage_diagram(page: Page, app_url: str, page_errors: list[str],
+                                                         refused_requests: list[str]) -> None:
+    overview = visit(page, app_url, "overview")
+    assert_title(page, "resnet20 · ResNet-20")
+    assert_metric(page, "Parameters", "272,474")
+    assert_graphviz_drawn(page, "stage 1 (layer1)", "avg pool 8×8", "fc 64→10")
+    expect(page.locator(PLOTLY_CHART)).to_have_count(1)
+    assert_no_errors(page, page_errors, refused_requests)
+    screenshot(page, overview)
+
+
+def test_layers_fills_the_table(page: Page, app_url: str, page_errors: list[str],
+                                refused_requests: list[str]) -> None:
+    layers = visit(page, app_url, "layers")
+    assert_title(page, "Layers")
+    expect(page.locator(MAIN_DATAFRAME)).to_be_visible()
+    expect(page.get_by_text("88 of 88 rows shown.")).to_be_visible()
+    assert_no_errors(page, page_errors, refused_requests)
+    screenshot(page, layers)
+
+
+def test_diagram_draws_the_block_diagram(page: Page, app_url: str, page_errors: list[str],
+                                         refused_requests: list[str]) -> None:
+    diagram = visit(page, app_url, "diagram")
+    assert_title(page, "Diagram")
+    assert_graphviz_drawn(page, "conv 3×3, 32, /2", "layer1.0 – layer1.2", "avg pool 8×8", "fc 64→10")
+    assert_no_errors(page, page_errors, refused_requests)
+    screenshot(page, diagram)
+
+
+def test_compare_draws_its_charts(page: Page, app_url: str, page_errors: list[str],
+                                  refused_requests: list[str]) -> None:
+    compare = visit(page, app_url, "compare")
+    assert_title(page, "Compare")
+    charts = page.locator(PLOTLY_CHART)
+    expect(charts.first).to_be_visible()
+    expect(charts.first.locator("g.trace").first).to_be_attached()
+    expect(page.locator(MAIN_DATAFRAME).first).to_contain_text("resnet110")
+    assert_no_errors(page, page_errors, refused_requests)
+    screenshot(page, compare)
+
+
+# -- the config in the URL and the sidebar --------------------------------------------------------------------------
+
+def test_a_link_reopens_its_network(page: Page, app_url: str, page_errors: list[str],
+                                    refused_requests: list[str]) -> None:
+    visit(page, app_url, "overview", "?name=resnet56&blocks=9,9,9")
+    assert_title(page, "resnet56 · ResNet-56")
+    assert_metric(page, "Parameters", "855,770")
+    expect(page).to_have_url(re.compile(r"[?&]blocks=9(%2C|,)9(%2C|,)9(&|$)"))
+    assert_no_errors(page, page_errors, refused_requests)
+
+
+def test_a_preset_picked_in_the_sidebar_updates_the_page_and_the_url(
+        page: Page, app_url: str, page_errors: list[str], refused_requests: list[str]) -> None:
+    visit(page, app_url, "overview")
+    choose_preset(page, "resnet50")
+    assert_title(page, "resnet50 · ResNet-50")
+    wait_for_app_idle(page)
+    expect(page).to_have_url(re.compile(r"[?&]name=resnet50(&|$)"))
+    expect(page).to_have_url(re.compile(r"[?&]block=bottleneck(&|$)"))
+    assert_metric(page, "Parameters", "25,557,032")
+    assert_graphviz_drawn(page, "fc 2048→1000")
+    assert_no_errors(page, page_errors, refused_requests)
+
+
+def test_a_broken_link_shows_an_error_and_resnet20(page: Page, app_url: str) -> None:
+    visit(page, app_url, "overview", "?widths=16,x")
+    expect(page.locator(ERROR_ALERT)).to_contain_text("could not be opened")
+    assert_title(page, "resnet20 · ResNet-20")
