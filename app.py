@@ -4,6 +4,8 @@ The entry point: the pages, and the sidebar they share, which edits the current 
 The config lives in session state and in the URL, so a copied link reopens the same network.
 """
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -15,7 +17,8 @@ SHORTCUT_HELP = ("A: identity, and where the shape changes a parameter-free zero
                  "CIFAR choice) · B: 1×1 conv + BN projection where the shape changes · C: projection on every block")
 STEM_HELP = "cifar: 3×3 conv, stride 1 · imagenet: 7×7 conv stride 2, then 3×3 max-pool stride 2"
 
-st.set_page_config(page_title="resnet-viz", page_icon=":material/account_tree:", layout="wide")
+# a local icon: a Material icon would be fetched from the internet for the browser tab
+st.set_page_config(page_title="resnet-viz", page_icon=str(Path(__file__).parent / "docs" / "icon.png"), layout="wide")
 # a sidebar wide enough for the stage editor's three columns
 st.html("<style>section[data-testid='stSidebar'] { min-width: 330px; }</style>")
 state = st.session_state

@@ -86,8 +86,8 @@ def totals_lines(trace: Trace) -> list[tuple[str, str]]:
         ("All ops", f"{t['all_ops']:,} ({human(t['all_ops'])}; FLOPs + bias, BN, ReLU, add and pooling)"),
         ("Activations", f"{human_bytes(t['activation_bytes'])} written by a forward pass; "
                         f"{human_bytes(t['peak_activation_bytes'])} live at the peak"),
-        ("Training memory", f"{human_bytes(t['training_bytes'])} estimated for one step "
-                            "(activations + weights + gradients + SGD momentum)"),
+        ("Training memory", f"{human_bytes(t['training_bytes'])} estimated for one step at batch "
+                            f"{trace.batch_size} (activations + weights + gradients + SGD momentum)"),
     ]
 
 
