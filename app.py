@@ -81,6 +81,7 @@ pages = st.navigation([
     st.Page("app_pages/layers.py", title="Layers", icon=":material/table_rows:"),
     st.Page("app_pages/diagram.py", title="Diagram", icon=":material/account_tree:"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
 ])
 
 with st.sidebar:

@@ -53,6 +53,11 @@ def diagram_source(config: ResNetConfig, level: str, direction: str = "TB", fold
     return block_diagram(traced(config), level, direction, fold).source
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def diagram_source_painted(config: ResNetConfig, heat: tuple[tuple[str, float], ...], label: str) -> str:
+    return block_diagram(traced(config), "block", heat=dict(heat), heat_label=label, legend=False).source
+
+
 @st.cache_data(max_entries=16, show_spinner="Running torchview on the meta device…")
 def torchview_source(config: ResNetConfig, depth: int, expand_nested: bool, direction: str) -> str:
     return computational_graph(config, depth=depth, expand_nested=expand_nested, direction=direction).source
@@ -65,7 +70,7 @@ def diagram_file(config: ResNetConfig, level: str, direction: str, fold: bool, f
 
 MIME = {"svg": "image/svg+xml", "png": "image/png", "pdf": "application/pdf", "dot": "text/vnd.graphviz",
         "csv": "text/csv", "json": "application/json", "md": "text/markdown", "tex": "application/x-tex",
-        "html": "text/html"}
+        "html": "text/html", "pt": "application/octet-stream"}
 
 
 def downloads(name: str, files: dict[str, Callable[[], bytes | str]], key: str) -> None:

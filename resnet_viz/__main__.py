@@ -148,6 +148,96 @@ def _compare_bytes(args: argparse.Namespace) -> bytes:
     return export.comparison_bytes(result, fmt, title)
 
 
+def _load_data(args: argparse.Namespace):
+    from tqdm import tqdm
+
+    from .data import load_dataset
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="decoding images", unit="img", leave=False)
+        bar.n = done
+        bar.refresh()
+
+    try:
+        return load_dataset(args.data, root=args.data_root, download=args.download,
+                            limit_per_class=args.limit_per_class, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> str:
+    import signal
+
+    from tqdm import tqdm
+
+    from .train import Trainer, TrainSettings
+
+    config = config_from_args(args)
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
+                             precision=args.precision, compile=args.compile, time_budget=args.time_budget,
+                             seed=args.seed, schedule=args.schedule)
+    data = _load_data(args)
+    trainer = Trainer(config, data, settings, out_dir=args.out)
+    print(f"{config.describe()}\n{data.describe()}\ndevice {trainer.device}, {trainer.precision}", file=sys.stderr)
+    bar = tqdm(total=1000, desc="training", unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+
+    def on_progress(p) -> None:
+        bar.n = int(1000 * min(p.progress, 1.0))
+        bar.set_postfix_str(f"epoch {p.epoch}, loss {p.loss:.3f}, acc {p.train_acc:.1%}, {p.images_per_s:,.0f} img/s",
+                            refresh=False)
+        bar.refresh()
+
+    def on_interrupt(signum, frame) -> None:
+        if trainer._stop.is_set():
+            raise KeyboardInterrupt
+        trainer.stop()
+        bar.write("stopping after this step; the model is still evaluated and saved (Ctrl-C again to abort)")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        result = trainer.run(on_progress=on_progress)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    lines = [
+        f"validation accuracy {result.val_acc:.2%} ({result.val_acc_flip:.2%} with flip test-time augmentation)",
+        f"{result.steps:,} steps, {result.epochs_done:g} epochs in {result.train_seconds:.1f} s, "
+        f"{result.images_per_s:,.0f} images/s on {result.device} ({result.precision}); ended by: {result.stopped}",
+    ]
+    lines += [f"wrote {path}" for path in result.files.values()]
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> str:
+    import pandas as pd
+
+    from .train import evaluate_checkpoint
+
+    data = _load_data(args)
+    accuracy, rows = evaluate_checkpoint(args.checkpoint, data, args.split, args.device, args.flip)
+    width = max(len(r["class"]) for r in rows)
+    lines = [f"{args.split} accuracy {accuracy:.2%} on {data.describe()}", ""]
+    lines += [f"{r['class']:<{width}}  {r['correct']:>6,} / {r['images']:<6,}  {r['accuracy']:7.2%}" for r in rows]
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"evaluation-{args.split}.csv")
+    export.write_file(out, export.frame_bytes(pd.DataFrame(rows), "csv", ""))
+    lines.append(f"wrote {out}")
+    return "\n".join(lines)
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="NAME_OR_PATH",
+                   help="cifar10, cifar100, synthetic, or an ImageFolder folder or .tar.gz")
+    p.add_argument("--data-root", help="where CIFAR lives or is downloaded to (default: the cache folder)")
+    p.add_argument("--download", action="store_true", help="download CIFAR with torchvision (needs the network)")
+    p.add_argument("--limit-per-class", type=int, help="use at most this many training images per class")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m resnet_viz", description="Build, trace and count residual networks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -187,14 +277,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="CxHxW", help="input channels, height and width")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("train", help="train the network on CIFAR, a folder of images, or synthetic data")
+    p.add_argument("arch", metavar="ARCH", help="a preset name or a config JSON file")
+    _data_arguments(p)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--lr", type=float, default=0.4, help="peak learning rate (default 0.4 at batch 512)")
+    p.add_argument("--schedule", choices=("onecycle", "cosine"), default="onecycle")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--time-budget", type=float, metavar="S", help="seconds of training; the schedule fits into it")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the checkpoint and the metrics")
+    p.add_argument("--shortcut", choices=SHORTCUTS, help="shortcut option")
+    p.add_argument("--classes", type=int, help="number of output classes (default: the preset's)")
+    p.add_argument("--input", metavar="CxHxW", help="input channels, height and width")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy of a checkpoint, overall and per class")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.pt written by train")
+    _data_arguments(p)
+    p.add_argument("--split", choices=("val", "train"), default="val")
+    p.add_argument("--flip", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--out", metavar="CSV", help="per-class table (default: evaluation-SPLIT.csv beside the checkpoint)")
+    p.set_defaults(run=cmd_evaluate)
     return parser
+
+
+def _domain_errors() -> tuple[type[Exception], ...]:
+    from .data import DataError
+    from .train import CheckpointError
+
+    return DataError, CheckpointError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         output = args.run(args)
-    except (UsageError, ConfigError, export.ExportError) as e:
+    except (UsageError, ConfigError, export.ExportError, *_domain_errors()) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -175,3 +175,49 @@ def _output_text(layer: Layer) -> str:
     if isinstance(out, tuple):
         return format_shape(out)
     return "; ".join(format_shape(shape) for shape in out or [])
+
+
+# -- a training run --------------------------------------------------------------------------------------
+
+def training_curves(points: Sequence[dict[str, float]], epochs: Sequence[dict[str, float]]) -> go.Figure:
+    """Loss (left axis) and accuracy (right axis) against the step: each batch, and validation after each epoch."""
+    steps = [p["step"] for p in points]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=steps, y=[p["loss"] for p in points], name="training loss", mode="lines",
+                             line={"color": CHANNELS_COLOUR, "width": 1},
+                             hovertemplate="step %{x:,}<br>loss %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=steps, y=[p["train_acc"] for p in points], name="training accuracy (batch)",
+                             mode="lines", yaxis="y2", line={"color": SPATIAL_COLOURS["W"], "width": 1},
+                             opacity=0.6, hovertemplate="step %{x:,}<br>batch accuracy %{y:.1%}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[e["step"] for e in epochs], y=[e["val_acc"] for e in epochs],
+                             name="validation accuracy", mode="lines+markers", yaxis="y2",
+                             line={"color": SPATIAL_COLOURS["H"], "width": 2},
+                             hovertemplate="epoch end, step %{x:,}<br>validation %{y:.2%}<extra></extra>"))
+    _layout(fig, "Learning: loss and accuracy", "step", "loss")
+    fig.update_layout(yaxis={"rangemode": "tozero"}, legend={"orientation": "h", "y": -0.2},
+                      yaxis2={"title": {"text": "accuracy"}, "overlaying": "y", "side": "right",
+                              "range": [0, 1], "tickformat": ".0%"})
+    return fig
+
+
+BLOCK_METRICS = {
+    "residual_ratio": "‖residual branch‖ / ‖skip‖",
+    "grad_norm": "gradient norm of the block's parameters",
+    "dead_relu": "share of output channels that never fire",
+}
+
+
+def block_activity_chart(inspections: Sequence[dict], metric: str) -> go.Figure:
+    """One line per residual block: how ``metric`` (a key of BLOCK_METRICS) changes while it learns."""
+    fig = go.Figure()
+    if inspections:
+        names = list(inspections[-1]["blocks"])
+        steps = [look["step"] for look in inspections]
+        for name in names:
+            stage = name.split(".")[0]
+            fig.add_trace(go.Scatter(
+                x=steps, y=[look["blocks"][name][metric] for look in inspections], name=name, mode="lines+markers",
+                line={"color": stage_colour(stage), "width": 1}, marker={"size": 4},
+                hovertemplate=f"{name}<br>step %{{x:,}}<br>{metric}: %{{y:.3g}}<extra></extra>"))
+    _layout(fig, f"Inside the blocks: {BLOCK_METRICS[metric]}", "step", BLOCK_METRICS[metric])
+    return fig

@@ -247,19 +247,24 @@ def _legend(graph: graphviz.Digraph, title: str, kinds: Iterable[str], folded: b
 
 def block_diagram(
     trace: Trace, level: str = "block", direction: str = "TB", fold: bool = True, legend: bool = True,
-    wrap: bool = True,
+    wrap: bool = True, heat: dict[str, float] | None = None, heat_label: str = "",
 ) -> graphviz.Digraph:
     """The network as a Graphviz graph at ``level`` 'stage', 'block' or 'layer' (see the module doc).
 
     ``wrap`` draws the stem, each stage and the head side by side (one below the other left to
-    right) rather than as one long strip; ``fold`` draws runs of identical blocks once.
+    right) rather than as one long strip; ``fold`` draws runs of identical blocks once. ``heat``
+    paints each residual block (by name, 'layer1.0'...) by a value, white to red, named by
+    ``heat_label``; blocks are then never folded, since each has its own value.
     """
     if level not in LEVELS:
         raise ValueError(f"level {level!r} is not one of {', '.join(LEVELS)}")
     title = _title(trace)
     if level == "stage":
         return _stage_diagram(trace, direction, title, legend)
-    return _detailed_diagram(trace, level, direction, fold, legend, wrap, title)
+    if heat:
+        fold = False
+        title += f" · blocks painted by {heat_label} ({min(heat.values()):.3g} to {max(heat.values()):.3g})"
+    return _detailed_diagram(trace, level, direction, fold, legend, wrap, title, heat or {})
 
 
 def _title(trace: Trace) -> str:
@@ -323,7 +328,7 @@ def _compact(labels: list[str]) -> list[str]:
 
 
 def _detailed_diagram(trace: Trace, level: str, direction: str, fold: bool, legend: bool, wrap: bool,
-                      title: str) -> graphviz.Digraph:
+                      title: str, heat: dict[str, float]) -> graphviz.Digraph:
     g = _new_graph(trace, direction, title)
     blocks = residual_blocks(trace)
     represent = _fold(blocks) if fold else {}
@@ -361,7 +366,7 @@ def _detailed_diagram(trace: Trace, level: str, direction: str, fold: bool, lege
             if level == "block" and ancestor.name.endswith("downsample"):
                 break
             cluster = cluster.children.setdefault(
-                ancestor.name, _Cluster(ancestor.name, _cluster_attrs(trace, ancestor, blocks)))
+                ancestor.name, _Cluster(ancestor.name, _cluster_attrs(trace, ancestor, blocks, heat)))
         if trace.stage_of(row) == "stem":
             cluster = stem
         elif trace.stage_of(row) == "head":
@@ -428,7 +433,16 @@ def _ancestors(trace: Trace, row: Layer) -> list[Layer]:
     return chain[::-1]
 
 
-def _cluster_attrs(trace: Trace, container: Layer, blocks: dict[str, ResidualBlock]) -> dict[str, str]:
+def _heat_colour(value: float, top: float) -> str:
+    """White for 0, deep red for the largest value."""
+    share = 0.0 if top <= 0 else min(max(value / top, 0.0), 1.0)
+    g = int(255 - share * (255 - 80))
+    b = int(255 - share * (255 - 60))
+    return f"#ff{g:02x}{b:02x}"
+
+
+def _cluster_attrs(trace: Trace, container: Layer, blocks: dict[str, ResidualBlock],
+                   heat: dict[str, float]) -> dict[str, str]:
     block = blocks.get(container.name)
     if block is None:
         stage = trace.stage_of(container)
@@ -447,6 +461,9 @@ def _cluster_attrs(trace: Trace, container: Layer, blocks: dict[str, ResidualBlo
         stride = -(-ins[2] // out[2])
         label += f"  ↓ /{stride}" if stride > 1 else f"  {ins[1]}→{out[1]} ch"
         attrs.update(color=DOWNSAMPLE_COLOUR, penwidth="2")
+    if container.name in heat:
+        attrs["fillcolor"] = _heat_colour(heat[container.name], max(heat.values()))
+        label += f"  ·  {heat[container.name]:.3g}"
     attrs["label"] = label
     return attrs
 

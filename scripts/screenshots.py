@@ -1,4 +1,5 @@
-"""Screenshots of every page of the app for the README: docs/overview.png, layers.png, diagram.png, compare.png.
+"""Screenshots of every page of the app for the README: docs/overview.png, layers.png, diagram.png, compare.png,
+train.png (after a short run on synthetic data).
 
     .venv/bin/python scripts/screenshots.py [--out docs]
 
@@ -28,6 +29,7 @@ from tests.e2e.browser import (  # noqa: E402
     chromium,
     new_page,
     open_page,
+    run_short_training,
     streamlit_server,
 )
 
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 
 def save_page(page: Page, base_url: str, app_page: AppPage, out_dir: Path) -> Path:
     open_page(page, base_url, app_page)
+    if app_page.name == "train":  # a finished run shows what the page is for
+        run_short_training(page)
     path = out_dir / f"{app_page.name}.png"
     page.screenshot(path=str(path))
     return path

@@ -272,3 +272,52 @@ def test_every_page_renders_for_an_imagenet_network(page):
     at = start(preset("resnet152").to_query())
     at.switch_page(page).run()
     ok(at)
+
+
+# -- train -----------------------------------------------------------------------------------------------
+
+TINY = ResNetConfig(name="resnet20", widths=(8, 16), blocks=(1, 1), strides=(1, 2))
+
+
+def start_training(at: AppTest, source: str = "synthetic", path: str = "") -> AppTest:
+    at.selectbox(key="train_source").set_value(source)
+    at.text_input(key="train_path").set_value(path)
+    at.number_input(key="train_epochs").set_value(2)
+    at.number_input(key="train_batch").set_value(64)
+    at.number_input(key="train_lr").set_value(0.1)
+    at.number_input(key="train_limit").set_value(40)
+    return at.form_submit_button[0].click().run()
+
+
+def test_train_page_runs_watches_and_offers_the_checkpoint():
+    at = start(TINY.to_query())
+    at.switch_page("app_pages/train.py").run()
+    ok(at)
+    assert "start it" in at.info[0].value
+    start_training(at)
+    ok(at)
+    at.session_state["job"].join(timeout=120)
+    at.run()
+    ok(at)
+    state = at.session_state["job"].snapshot()
+    assert state.status == "finished"
+    assert at.success[0].value.startswith(f"Validation accuracy {state.result.val_acc:.2%}")
+    per_class = at.dataframe[0].value
+    assert len(per_class) == 10 and per_class["images"].sum() == len(state.result.per_class) * 8
+    assert [m.label for m in at.metric] == ["Images / s", "Step", "Training time", "Validation accuracy"]
+    assert [b.label for b in at.main.download_button] == ["PT", "JSON", "CSV"]
+    assert len(at.get("plotly_chart")) == 2 and "painted by" in graphviz(at)
+
+
+def test_train_page_errors_are_sentences():
+    at = start(TINY.to_query())
+    at.switch_page("app_pages/train.py").run()
+    start_training(at, source="folder", path="")
+    assert not at.exception and "Give the folder or .tar.gz to train on." in at.error[0].value
+    at = start(preset("resnet20", num_classes=100).to_query())
+    at.switch_page("app_pages/train.py").run()
+    start_training(at)
+    at.session_state["job"].join(timeout=120)
+    at.run()
+    assert not at.exception
+    assert "The network has 100 outputs but synthetic (random) data has 10 classes" in at.error[0].value

@@ -57,7 +57,19 @@ PAGES = (
     AppPage("layers", "/layers", (DATAFRAME_DRAWN,)),
     AppPage("diagram", "/diagram", (GRAPHVIZ_NODES,)),
     AppPage("compare", "/compare", (DATAFRAME_DRAWN, PLOTLY_DRAWN)),
+    AppPage("train", "/train", ()),
 )
+TRAINING_DONE = '[data-testid="stAlertContentSuccess"]'
+
+
+def run_short_training(page: Page) -> None:
+    """On the Train page: a few quick epochs on synthetic data, then wait for the result."""
+    for label, value in (("Epochs", "4"), ("Batch size", "32"), ("Peak learning rate", "0.05"),
+                         ("Images per class (0: all)", "100")):
+        page.get_by_label(label, exact=True).fill(value)
+    page.get_by_role("button", name="Start training").click()
+    page.locator(TRAINING_DONE).wait_for(timeout=LOAD_TIMEOUT_MS)
+    page.locator(PLOTLY_DRAWN).first.wait_for(timeout=LOAD_TIMEOUT_MS)
 
 
 class ServerError(RuntimeError):

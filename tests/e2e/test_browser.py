@@ -18,10 +18,12 @@ from tests.e2e.browser import (
     OUTPUT_DIR,
     PAGES,
     TITLE,
+    TRAINING_DONE,
     AppPage,
     browser_unavailable,
     full_page_screenshot,
     open_page,
+    run_short_training,
     wait_for_app_idle,
 )
 
@@ -135,6 +137,18 @@ def test_compare_draws_its_charts(page: Page, app_url: str, page_errors: list[st
     expect(page.locator(MAIN_DATAFRAME).first).to_contain_text("resnet110")
     assert_no_errors(page, page_errors, refused_requests)
     screenshot(page, compare)
+
+
+def test_train_runs_in_the_background_and_shows_the_result(page: Page, app_url: str, page_errors: list[str],
+                                                          refused_requests: list[str]) -> None:
+    train = visit(page, app_url, "train", "?name=resnet20&widths=8,16&blocks=1,1&strides=1,2")
+    assert_title(page, "Train")
+    run_short_training(page)
+    expect(page.locator(TRAINING_DONE)).to_contain_text("Validation accuracy")
+    expect(page.locator(MAIN_DATAFRAME)).to_be_visible()  # the per-class table
+    expect(page.get_by_role("button", name="PT")).to_be_visible()  # the checkpoint download
+    assert_no_errors(page, page_errors, refused_requests)
+    screenshot(page, train)
 
 
 # -- the config in the URL and the sidebar --------------------------------------------------------------------------

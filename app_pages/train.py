@@ -1,0 +1,116 @@
+"""Train: a short run of the current network, in a background worker, watched live."""
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app_pages.common import config, diagram_source_painted, downloads
+from resnet_viz import ConfigError
+from resnet_viz.charts import BLOCK_METRICS, block_activity_chart, training_curves
+from resnet_viz.jobs import TrainingJob
+from resnet_viz.tables import human_bytes
+from resnet_viz.train import TrainSettings
+
+SOURCES = {
+    "synthetic": "Synthetic (random) data: no download, for a demo",
+    "cifar10": "CIFAR-10 (torchvision)",
+    "cifar100": "CIFAR-100 (torchvision)",
+    "folder": "A folder of images or a .tar.gz (ImageFolder layout)",
+}
+state = st.session_state
+cfg = config()
+job: TrainingJob | None = state.get("job")
+running = job is not None and job.running()
+
+st.title("Train")
+st.caption(f"{cfg.describe()} · the whole split lives on the device and is augmented there (random crop, flip); "
+           "SGD with Nesterov momentum, one-cycle learning rate, label smoothing; bf16 where the hardware has it.")
+
+with st.form("settings", border=True):
+    a, b = st.columns(2)
+    source = a.selectbox("Data", list(SOURCES), format_func=SOURCES.get, key="train_source")
+    path = b.text_input("Folder or .tar.gz (for that choice)", key="train_path",
+                        placeholder="/data/cifar10-jpeg-train.tar.gz: train/<class>/*.jpg, optional val/ or test/")
+    c, d, e, f = st.columns(4)
+    epochs = c.number_input("Epochs", 1, 500, 10, key="train_epochs")
+    batch = d.number_input("Batch size", 8, 8192, 512, step=64, key="train_batch")
+    lr = e.number_input("Peak learning rate", 0.001, 10.0, 0.4, format="%.3f", key="train_lr")
+    budget = f.number_input("Time budget (s, 0: none)", 0, 86_400, 0, key="train_budget",
+                            help="Seconds of training; the schedule anneals into it and the run stops there")
+    g, h, i = st.columns(3)
+    limit = g.number_input("Images per class (0: all)", 0, 100_000, 0, key="train_limit")
+    device = h.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="train_device")
+    compile_model = i.toggle("torch.compile", key="train_compile", help="Slower start, faster steps on a GPU")
+    start = st.form_submit_button("Start training", type="primary", disabled=running, icon=":material/play_arrow:")
+
+if start:
+    try:
+        settings = TrainSettings(epochs=int(epochs), batch_size=int(batch), lr=float(lr), device=device,
+                                 compile=compile_model, time_budget=float(budget) or None)
+        data = path.strip() if source == "folder" else source
+        if not data:
+            raise ConfigError("give the folder or .tar.gz to train on")
+        out_dir = tempfile.mkdtemp(prefix="resnet-viz-run-")
+        state.job = TrainingJob(cfg, data, settings, out_dir, limit_per_class=int(limit) or None).start()
+        st.rerun()  # draw the page again with the run in progress (the Start button disabled)
+    except ConfigError as error:
+        st.error(f"{str(error)[0].upper()}{str(error)[1:]}.")
+
+
+@st.fragment(run_every=2.0)
+def live() -> None:
+    job: TrainingJob | None = state.get("job")
+    if job is None:
+        st.info("Set the run up above and start it; the curves appear here as the network learns.")
+        return
+    snap = job.snapshot()
+    if not job.running() and state.get("drawn_after") is not job:
+        state.drawn_after = job
+        st.rerun(scope="app")  # once, so that the whole page (the Start button) sees the run has ended
+    if job.running():
+        st.button("Stop", on_click=job.stop, icon=":material/stop:", help="Finish after this step; the model is "
+                  "still evaluated and saved")
+    label = snap.message or snap.status
+    st.progress(min(snap.progress, 1.0), text=f"{snap.status}: {label}" if snap.message else snap.status)
+    if snap.status == "failed":
+        st.error(f"{snap.message[0].upper()}{snap.message[1:]}.")
+        return
+    if snap.data:
+        st.caption(f"{snap.data} · device {snap.device} ({snap.precision})")
+    latest = snap.latest
+    cols = st.columns(4)
+    cols[0].metric("Images / s", f"{latest.images_per_s:,.0f}" if latest else "–")
+    cols[1].metric("Step", f"{latest.step:,}" if latest else "–")
+    cols[2].metric("Training time", f"{latest.elapsed:,.0f} s" if latest else "–")
+    cols[3].metric("Validation accuracy", f"{snap.epochs[-1]['val_acc']:.1%}" if snap.epochs else "–")
+    if snap.points:
+        st.plotly_chart(training_curves(snap.points, snap.epochs), width="stretch", key="curves")
+    if snap.inspections:
+        metric = st.segmented_control("Inside the blocks", list(BLOCK_METRICS), default="residual_ratio",
+                                      format_func=BLOCK_METRICS.get, key="watch_metric") or "residual_ratio"
+        left, right = st.columns([3, 2])
+        left.plotly_chart(block_activity_chart(snap.inspections, metric), width="stretch", key="blocks")
+        heat = {name: values[metric] for name, values in snap.inspections[-1]["blocks"].items()}
+        right.graphviz_chart(diagram_source_painted(cfg, tuple(sorted(heat.items())), BLOCK_METRICS[metric]),
+                             width="stretch")
+    result = snap.result
+    if result is not None:
+        st.success(f"Validation accuracy {result.val_acc:.2%} ({result.val_acc_flip:.2%} with flip test-time "
+                   f"augmentation) after {result.epochs_done:g} epochs in {result.train_seconds:.0f} s of training, "
+                   f"{result.images_per_s:,.0f} images/s; ended by {result.stopped}.")
+        st.subheader("Per class")
+        st.dataframe(pd.DataFrame(result.per_class), hide_index=True, width="stretch", column_config={
+            "accuracy": st.column_config.NumberColumn(format="percent"),
+            "accuracy_flip": st.column_config.NumberColumn("accuracy (flip TTA)", format="percent")})
+        st.subheader("Download")
+        files = {name: Path(file) for name, file in result.files.items()}
+        st.caption(f"checkpoint: {human_bytes(files['checkpoint'].stat().st_size)}; it reloads with "
+                   "`python -m resnet_viz evaluate checkpoint.pt --data …`")
+        downloads(f"{cfg.name}-run", {"pt": lambda: files["checkpoint"].read_bytes(),
+                                      "json": lambda: files["metrics_json"].read_bytes(),
+                                      "csv": lambda: files["metrics_csv"].read_bytes()}, key="run")
+
+
+live()
