@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import sys
 from collections.abc import Sequence
@@ -229,6 +230,51 @@ def cmd_evaluate(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def cmd_quantize(args: argparse.Namespace) -> str:
+    from tqdm import tqdm
+
+    from . import quantize
+    from .train import load_checkpoint, pick_device
+
+    device = pick_device(args.device)
+    model, config, meta = load_checkpoint(args.checkpoint, device)
+    data = _load_data(args)
+    if tuple(meta.get("mean", data.mean)) != tuple(data.mean):  # normalise as the network was trained
+        data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    bar = tqdm(desc=args.mode, unit="run", leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        if args.mode == "sweep":
+            rows = quantize.sweep(model, data, device, bits=args.bits or (8, 6, 4, 3, 2), progress=progress)
+            lines = [f"{r['scheme']:<36} {r['bits']:>2} bits  {r['accuracy']:.2%}" for r in rows]
+            report = {"mode": "sweep", "rows": rows}
+        else:
+            bits = args.bits[0] if args.bits else 4
+            rows = quantize.sensitivity(model, data, device, quantize.Scheme(bits=bits), progress=progress)
+            plan = quantize.mixed_precision_plan(model, data, device, rows, fragile=max(1, len(rows) // 5))
+            lines = [f"{r['rank']:>3}. {r['layer']:<28} {r['accuracy']:.2%}  (−{r['drop']:.2%})" for r in rows]
+            lines.append(f"plan: the {sum(b == 8 for b in plan['plan'].values())} most fragile layers at 8 bits, "
+                         f"the rest at 4: {plan['accuracy']:.2%}, {plan['weight_bytes']:,} bytes of weights "
+                         f"(float32: {plan['float32_bytes']:,})")
+            report = {"mode": "sensitivity", "bits": bits, "rows": rows, "plan": plan}
+    finally:
+        bar.close()
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        import pandas as pd
+
+        export.write_file(out / f"{args.mode}.json", json.dumps(report, indent=2).encode())
+        export.write_file(out / f"{args.mode}.csv", export.frame_bytes(pd.DataFrame(rows), "csv", ""))
+        lines += [f"wrote {out / f'{args.mode}.json'}", f"wrote {out / f'{args.mode}.csv'}"]
+    return "\n".join([f"{config.describe()} on {data.describe()}", *lines])
+
+
 def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="NAME_OR_PATH",
                    help="cifar10, cifar100, synthetic, or an ImageFolder folder or .tar.gz")
@@ -303,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="flip test-time augmentation")
     p.add_argument("--out", metavar="CSV", help="per-class table (default: evaluation-SPLIT.csv beside the checkpoint)")
     p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("quantize", help="simulated quantization of a checkpoint: bit sweeps, layer sensitivity")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.pt written by train")
+    _data_arguments(p)
+    p.add_argument("--mode", choices=("sweep", "sensitivity"), required=True,
+                   help="sweep: accuracy at each bit width per scheme; sensitivity: one layer at a time")
+    p.add_argument("--bits", type=int, nargs="+", help="bit widths (sweep: default 8 6 4 3 2; sensitivity: 4)")
+    p.add_argument("--out", metavar="DIR", help="write the report as JSON and CSV here")
+    p.set_defaults(run=cmd_quantize)
     return parser
 
 

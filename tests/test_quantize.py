@@ -1,0 +1,132 @@
+import json
+
+import pytest
+import torch
+
+from resnet_viz import ConfigError, ResNetConfig
+from resnet_viz.data import synthetic_dataset
+from resnet_viz.quantize import (
+    Scheme,
+    accuracy,
+    calibration_batches,
+    fake_quantized,
+    mixed_precision_plan,
+    quantizable_layers,
+    quantize_weight,
+    sensitivity,
+    sweep,
+    weight_bytes,
+)
+from resnet_viz.train import Trainer, TrainSettings
+
+CPU = torch.device("cpu")
+TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    data = synthetic_dataset(train_per_class=80, val_per_class=30)
+    trainer = Trainer(TINY, data, TrainSettings(epochs=4, batch_size=32, lr=0.05, precision="fp32"))
+    trainer.run()
+    return trainer.model.float().eval(), data
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 6, 8])
+def test_a_b_bit_tensor_has_at_most_2_to_the_b_levels(bits):
+    torch.manual_seed(bits)
+    w = torch.randn(16, 8, 3, 3) * torch.linspace(0.1, 3, 16)[:, None, None, None]
+    per_channel = quantize_weight(w, Scheme(bits=bits, granularity="per-channel"))
+    assert max(len(torch.unique(c)) for c in per_channel) <= 2**bits - 1  # symmetric: one level unused
+    per_tensor = quantize_weight(w, Scheme(bits=bits, granularity="per-tensor"))
+    assert len(torch.unique(per_tensor)) <= 2**bits - 1
+    affine = quantize_weight(w, Scheme(bits=bits, granularity="per-channel", symmetric=False))
+    assert max(len(torch.unique(c)) for c in affine) <= 2**bits
+    # per channel fits each channel's own range better than one range for all
+    assert (per_channel - w).pow(2).mean() <= (per_tensor - w).pow(2).mean()
+
+
+def test_error_falls_with_bits_and_mse_calibration_clips_outliers():
+    torch.manual_seed(0)
+    w = torch.randn(32, 64) ** 3  # heavy tails: min-max wastes the grid on a few outliers
+    errors = [(quantize_weight(w, Scheme(bits=b)) - w).pow(2).mean() for b in (2, 3, 4, 6, 8)]
+    assert errors == sorted(errors, reverse=True)
+    minmax = (quantize_weight(w, Scheme(bits=4)) - w).pow(2).mean()
+    mse = (quantize_weight(w, Scheme(bits=4, calibration="mse")) - w).pow(2).mean()
+    assert mse < minmax
+
+
+def test_int8_weights_take_a_quarter_of_the_bytes(trained):
+    model, _ = trained
+    quantizable = sum(m.weight.numel() for n, m in model.named_modules() if n in quantizable_layers(model))
+    rest = sum(p.numel() for p in model.parameters()) - quantizable
+    assert weight_bytes(model, 32) == 4 * (quantizable + rest)
+    assert weight_bytes(model, 8) == quantizable + 4 * rest
+
+
+def test_fake_quantized_copies_and_8_bit_keeps_the_accuracy(trained):
+    model, data = trained
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    base = accuracy(model, data, CPU)
+    calib = calibration_batches(data, CPU, images=128)
+    eight = accuracy(fake_quantized(model, Scheme(bits=8), Scheme(bits=8, granularity="per-tensor"), calib),
+                     data, CPU)
+    assert base > 0.5 and abs(base - eight) <= 0.02
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="needs calibration images"):
+        fake_quantized(model, None, Scheme(bits=8))
+    with pytest.raises(ConfigError, match="no conv or fc layer named 'layer9.0.conv1'"):
+        fake_quantized(model, Scheme(), None, layers=["layer9.0.conv1"])
+
+
+def test_sweep_has_a_row_per_scheme_and_bit_width(trained):
+    model, data = trained
+    rows = sweep(model, data, CPU, bits=(8, 2), schemes=[Scheme(), Scheme(granularity="per-tensor")])
+    assert [(r["scheme"], r["bits"]) for r in rows] == [
+        ("float32", 32), ("per-channel symmetric minmax", 8), ("per-channel symmetric minmax", 2),
+        ("per-tensor symmetric minmax", 8), ("per-tensor symmetric minmax", 2)]
+    by = {(r["scheme"], r["bits"]): r["accuracy"] for r in rows}
+    assert by[("per-channel symmetric minmax", 8)] >= by[("per-channel symmetric minmax", 2)]
+
+
+def test_sensitivity_ranks_are_reproducible_and_the_plan_sits_between(trained):
+    model, data = trained
+    first, second = sensitivity(model, data, CPU), sensitivity(model, data, CPU)
+    assert first == second
+    assert [r["rank"] for r in first] == list(range(1, len(quantizable_layers(model)) + 1))
+    assert sorted(r["layer"] for r in first) == sorted(quantizable_layers(model))
+    assert all(r["drop"] == pytest.approx(accuracy(model, data, CPU) - r["accuracy"]) for r in first)
+    plan = mixed_precision_plan(model, data, CPU, first, fragile=2)
+    assert sorted(plan["plan"].values()).count(8) == 2
+    assert weight_bytes(model, 4) < plan["weight_bytes"] < weight_bytes(model, 8)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"bits": 1}, "1 bits — quantization takes 2 to 16 bits"),
+    ({"granularity": "per-row"}, "granularity 'per-row'"),
+    ({"calibration": "kl"}, "calibration 'kl'"),
+    ({"percentile": 10}, "percentile 10"),
+])
+def test_bad_schemes(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Scheme(**kwargs)
+
+
+def test_cli_quantize_sweep_and_sensitivity(trained, tmp_path, capsys):
+    from resnet_viz.__main__ import main
+
+    run = tmp_path / "run"
+    assert main(["train", "resnet20", "--data", "synthetic", "--limit-per-class", "30", "--epochs", "1",
+                 "--batch-size", "64", "--out", str(run)]) == 0
+    capsys.readouterr()
+    code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30",
+                 "--mode", "sweep", "--bits", "8", "4", "--out", str(tmp_path / "q")])
+    out = capsys.readouterr().out
+    assert code == 0 and "per-channel symmetric minmax" in out
+    report = json.loads((tmp_path / "q" / "sweep.json").read_text())
+    assert [r["bits"] for r in report["rows"]] == [32, 8, 4, 8, 4, 8, 4]
+    code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30",
+                 "--mode", "sensitivity"])
+    out = capsys.readouterr().out
+    assert code == 0 and "  1. " in out and "most fragile layers at 8 bits" in out
+    code = main(["quantize", str(tmp_path / "missing.pt"), "--data", "synthetic", "--mode", "sweep"])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
