@@ -82,6 +82,7 @@ pages = st.navigation([
     st.Page("app_pages/diagram.py", title="Diagram", icon=":material/account_tree:"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("app_pages/quantize.py", title="Quantize", icon=":material/compress:"),
 ])
 
 with st.sidebar:

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from resnet_viz import ResNetConfig, Trace, compare, export, trace
+from resnet_viz import ConfigError, ResNetConfig, Trace, compare, export, trace
 from resnet_viz.charts import shape_journey
 from resnet_viz.diagram import block_diagram, computational_graph
 from resnet_viz.walkthrough import Step, walkthrough
@@ -53,8 +53,25 @@ def diagram_source(config: ResNetConfig, level: str, direction: str = "TB", fold
     return block_diagram(traced(config), level, direction, fold).source
 
 
+DATA_SOURCES = {
+    "synthetic": "Synthetic (random) data: no download, for a demo",
+    "cifar10": "CIFAR-10 (torchvision)",
+    "cifar100": "CIFAR-100 (torchvision)",
+    "folder": "A folder of images or a .tar.gz (ImageFolder layout)",
+}
+
+
+def data_source(choice: str, path: str) -> str:
+    """What load_dataset takes for a choice of DATA_SOURCES."""
+    if choice != "folder":
+        return choice
+    if not path.strip():
+        raise ConfigError("give the folder or .tar.gz to use")
+    return path.strip()
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
-def diagram_source_painted(config: ResNetConfig, heat: tuple[tuple[str, float], ...], label: str) -> str:
+def painted_source(config: ResNetConfig, heat: tuple[tuple[str, float], ...], label: str) -> str:
     return block_diagram(traced(config), "block", heat=dict(heat), heat_label=label, legend=False).source
 
 

@@ -6,19 +6,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import config, diagram_source_painted, downloads
+from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source
 from resnet_viz import ConfigError
 from resnet_viz.charts import BLOCK_METRICS, block_activity_chart, training_curves
 from resnet_viz.jobs import TrainingJob
 from resnet_viz.tables import human_bytes
 from resnet_viz.train import TrainSettings
 
-SOURCES = {
-    "synthetic": "Synthetic (random) data: no download, for a demo",
-    "cifar10": "CIFAR-10 (torchvision)",
-    "cifar100": "CIFAR-100 (torchvision)",
-    "folder": "A folder of images or a .tar.gz (ImageFolder layout)",
-}
 state = st.session_state
 cfg = config()
 job: TrainingJob | None = state.get("job")
@@ -30,7 +24,7 @@ st.caption(f"{cfg.describe()} · the whole split lives on the device and is augm
 
 with st.form("settings", border=True):
     a, b = st.columns(2)
-    source = a.selectbox("Data", list(SOURCES), format_func=SOURCES.get, key="train_source")
+    source = a.selectbox("Data", list(DATA_SOURCES), format_func=DATA_SOURCES.get, key="train_source")
     path = b.text_input("Folder or .tar.gz (for that choice)", key="train_path",
                         placeholder="/data/cifar10-jpeg-train.tar.gz: train/<class>/*.jpg, optional val/ or test/")
     c, d, e, f = st.columns(4)
@@ -49,9 +43,7 @@ if start:
     try:
         settings = TrainSettings(epochs=int(epochs), batch_size=int(batch), lr=float(lr), device=device,
                                  compile=compile_model, time_budget=float(budget) or None)
-        data = path.strip() if source == "folder" else source
-        if not data:
-            raise ConfigError("give the folder or .tar.gz to train on")
+        data = data_source(source, path)
         out_dir = tempfile.mkdtemp(prefix="resnet-viz-run-")
         state.job = TrainingJob(cfg, data, settings, out_dir, limit_per_class=int(limit) or None).start()
         st.rerun()  # draw the page again with the run in progress (the Start button disabled)
@@ -93,7 +85,7 @@ def live() -> None:
         left, right = st.columns([3, 2])
         left.plotly_chart(block_activity_chart(snap.inspections, metric), width="stretch", key="blocks")
         heat = {name: values[metric] for name, values in snap.inspections[-1]["blocks"].items()}
-        right.graphviz_chart(diagram_source_painted(cfg, tuple(sorted(heat.items())), BLOCK_METRICS[metric]),
+        right.graphviz_chart(painted_source(cfg, tuple(sorted(heat.items())), BLOCK_METRICS[metric]),
                              width="stretch")
     result = snap.result
     if result is not None:

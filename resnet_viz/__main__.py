@@ -231,48 +231,53 @@ def cmd_evaluate(args: argparse.Namespace) -> str:
 
 
 def cmd_quantize(args: argparse.Namespace) -> str:
+    import pandas as pd
     from tqdm import tqdm
 
     from . import quantize
-    from .train import load_checkpoint, pick_device
 
-    device = pick_device(args.device)
-    model, config, meta = load_checkpoint(args.checkpoint, device)
     data = _load_data(args)
-    if tuple(meta.get("mean", data.mean)) != tuple(data.mean):  # normalise as the network was trained
-        data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
-    bar = tqdm(desc=args.mode, unit="run", leave=False)
+    bar = tqdm(desc=args.mode, leave=False)
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
+        bar.total, bar.n = total, done
         bar.refresh()
 
     try:
-        if args.mode == "sweep":
-            rows = quantize.sweep(model, data, device, bits=args.bits or (8, 6, 4, 3, 2), progress=progress)
-            lines = [f"{r['scheme']:<36} {r['bits']:>2} bits  {r['accuracy']:.2%}" for r in rows]
-            report = {"mode": "sweep", "rows": rows}
-        else:
-            bits = args.bits[0] if args.bits else 4
-            rows = quantize.sensitivity(model, data, device, quantize.Scheme(bits=bits), progress=progress)
-            plan = quantize.mixed_precision_plan(model, data, device, rows, fragile=max(1, len(rows) // 5))
-            lines = [f"{r['rank']:>3}. {r['layer']:<28} {r['accuracy']:.2%}  (−{r['drop']:.2%})" for r in rows]
-            lines.append(f"plan: the {sum(b == 8 for b in plan['plan'].values())} most fragile layers at 8 bits, "
-                         f"the rest at 4: {plan['accuracy']:.2%}, {plan['weight_bytes']:,} bytes of weights "
-                         f"(float32: {plan['float32_bytes']:,})")
-            report = {"mode": "sensitivity", "bits": bits, "rows": rows, "plan": plan}
+        report = quantize.run_study(args.checkpoint, data, args.mode, args.bits, args.epochs, args.device,
+                                    progress=progress,
+                                    on_step=lambda p: bar.set_postfix_str(f"epoch {p.epoch}, loss {p.loss:.3f}"))
     finally:
         bar.close()
+    lines = [f"{report['network']} on {report['data']}"]
+    files: dict[str, bytes] = {}
+    if args.mode == "sweep":
+        rows = report["rows"]
+        lines += [f"{r['scheme']:<36} {r['bits']:>2} bits  {r['accuracy']:.2%}" for r in rows]
+    elif args.mode == "sensitivity":
+        rows, plan = report["rows"], report["plan"]
+        lines += [f"{r['rank']:>3}. {r['layer']:<28} {r['accuracy']:.2%}  (−{r['drop']:.2%})" for r in rows]
+        lines.append(f"plan: the {sum(b == 8 for b in plan['plan'].values())} most fragile layers at 8 bits, "
+                     f"the rest at 4: {plan['accuracy']:.2%}, {plan['weight_bytes']:,} bytes of weights "
+                     f"(float32: {plan['float32_bytes']:,})")
+    else:
+        from .train import checkpoint_bytes
+
+        model, config = report.pop("model"), ResNetConfig.from_dict(report["config"])
+        rows = [{k: report[k] for k in ("bits", "float32", "before", "after")}]
+        lines.append(f"{report['bits']}-bit accuracy: {report['before']:.2%} before the fine-tune, "
+                     f"{report['after']:.2%} after {args.epochs} epochs (float32: {report['float32']:.2%})")
+        meta = {"quantization": f"{report['bits']}-bit weights on their grids after QAT", "mean": list(data.mean),
+                "std": list(data.std), "classes": list(data.classes)}
+        files["qat-checkpoint.pt"] = checkpoint_bytes(model, config, meta)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        import pandas as pd
-
-        export.write_file(out / f"{args.mode}.json", json.dumps(report, indent=2).encode())
-        export.write_file(out / f"{args.mode}.csv", export.frame_bytes(pd.DataFrame(rows), "csv", ""))
-        lines += [f"wrote {out / f'{args.mode}.json'}", f"wrote {out / f'{args.mode}.csv'}"]
-    return "\n".join([f"{config.describe()} on {data.describe()}", *lines])
+        files[f"{args.mode}.json"] = json.dumps(report, indent=2).encode()
+        files[f"{args.mode}.csv"] = export.frame_bytes(pd.DataFrame(rows), "csv", "")
+        for name, data_bytes in files.items():
+            lines.append(f"wrote {export.write_file(out / name, data_bytes)}")
+    return "\n".join(lines)
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
@@ -353,9 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="simulated quantization of a checkpoint: bit sweeps, layer sensitivity")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.pt written by train")
     _data_arguments(p)
-    p.add_argument("--mode", choices=("sweep", "sensitivity"), required=True,
-                   help="sweep: accuracy at each bit width per scheme; sensitivity: one layer at a time")
-    p.add_argument("--bits", type=int, nargs="+", help="bit widths (sweep: default 8 6 4 3 2; sensitivity: 4)")
+    p.add_argument("--mode", choices=("sweep", "sensitivity", "qat"), required=True,
+                   help="sweep: accuracy at each bit width per scheme; sensitivity: one layer at a time; "
+                        "qat: a short quantization-aware fine-tune")
+    p.add_argument("--bits", type=int, nargs="+", help="bit widths (sweep: default 8 6 4 3 2; otherwise 4)")
+    p.add_argument("--epochs", type=int, default=3, help="qat: fine-tuning epochs (default 3)")
     p.add_argument("--out", metavar="DIR", help="write the report as JSON and CSV here")
     p.set_defaults(run=cmd_quantize)
     return parser

@@ -221,3 +221,19 @@ def block_activity_chart(inspections: Sequence[dict], metric: str) -> go.Figure:
                 hovertemplate=f"{name}<br>step %{{x:,}}<br>{metric}: %{{y:.3g}}<extra></extra>"))
     _layout(fig, f"Inside the blocks: {BLOCK_METRICS[metric]}", "step", BLOCK_METRICS[metric])
     return fig
+
+
+def accuracy_vs_bits(rows: Sequence[dict]) -> go.Figure:
+    """A quantization sweep: validation accuracy against bits, one line per scheme, float32 as a line across."""
+    fig = go.Figure()
+    base = next((r["accuracy"] for r in rows if r["scheme"] == "float32"), None)
+    for i, scheme in enumerate(dict.fromkeys(r["scheme"] for r in rows if r["scheme"] != "float32")):
+        points = sorted((r["bits"], r["accuracy"]) for r in rows if r["scheme"] == scheme)
+        fig.add_trace(go.Scatter(x=[b for b, _ in points], y=[a for _, a in points], name=scheme,
+                                 mode="lines+markers", line={"color": STAGE_COLOURS[i % len(STAGE_COLOURS)]},
+                                 hovertemplate=f"{scheme}<br>%{{x}} bits: %{{y:.2%}}<extra></extra>"))
+    if base is not None:
+        fig.add_hline(y=base, line_dash="dot", annotation_text=f"float32 {base:.2%}")
+    _layout(fig, "Accuracy against bits (weights and activations rounded, simulated)", "bits", "validation accuracy")
+    fig.update_layout(yaxis={"tickformat": ".0%", "rangemode": "tozero"}, xaxis={"dtick": 1})
+    return fig

@@ -112,3 +112,44 @@ class TrainingJob:
     def _on_inspect(self, look: dict[str, Any]) -> None:
         with self._lock:
             self._state.inspections = self._state.inspections + [look]
+
+
+class QuantizeJob:
+    """A quantization study in a daemon thread: ``work(progress)`` returns the report; ``snapshot()`` polls it."""
+
+    def __init__(self, work):
+        self._work_fn = work
+        self._lock = threading.Lock()
+        self._state = {"status": "running", "progress": 0.0, "message": "", "report": None}
+        self._thread = threading.Thread(target=self._work, name="resnet-viz quantization", daemon=True)
+
+    def start(self) -> QuantizeJob:
+        self._thread.start()
+        return self
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._state)
+
+    def _progress(self, done: int, total: int) -> None:
+        with self._lock:
+            self._state.update(progress=done / max(total, 1), message=f"{done} of {total}")
+
+    def _work(self) -> None:
+        try:
+            report = self._work_fn(self._progress)
+            with self._lock:
+                self._state.update(status="finished", progress=1.0, report=report, message="")
+        except (ConfigError, DataError, CheckpointError) as e:
+            with self._lock:
+                self._state.update(status="failed", message=str(e))
+        except Exception as e:  # a worker must report, never die silently
+            detail = traceback.format_exception_only(type(e), e)[-1].strip()
+            with self._lock:
+                self._state.update(status="failed", message=f"quantization failed: {detail}")

@@ -267,3 +267,116 @@ def mixed_precision_plan(model: nn.Module, data, device: torch.device, ranking: 
             q = fake_quantized(q, Scheme(bits=bits), None, layers=chosen)
     return {"plan": plan, "accuracy": accuracy(q, data, device), "weight_bytes": weight_bytes(model, plan),
             "float32_bytes": weight_bytes(model, 32)}
+
+
+# -- quantization-aware fine-tuning ---------------------------------------------------------------------------
+
+
+class _RoundWithStraightThrough(nn.Module):
+    """A weight parametrization: the forward pass sees the weight on its grid, the gradient passes
+    through the rounding as if it were the identity (the straight-through estimator)."""
+
+    def __init__(self, scheme: Scheme):
+        super().__init__()
+        self.scheme = scheme
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w + (quantize_weight(w, self.scheme) - w).detach()
+
+
+class _TrainingActivationQuantizer:
+    """Rounds a layer's input with a range that follows the batches (exponential moving average)."""
+
+    def __init__(self, scheme: Scheme, momentum: float = 0.1):
+        self.scheme, self.momentum, self.lo, self.hi = scheme, momentum, None, None
+
+    def __call__(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]):
+        x = inputs[0]
+        if module.training or self.lo is None:
+            lo, hi = x.detach().min().float(), x.detach().max().float()
+            if self.lo is None:
+                self.lo, self.hi = lo, hi
+            else:
+                self.lo = (1 - self.momentum) * self.lo + self.momentum * lo
+                self.hi = (1 - self.momentum) * self.hi + self.momentum * hi
+        scale, zero = grid(self.lo, self.hi, self.scheme.bits, self.scheme.symmetric)
+        q = fake_quantize(x.float(), scale, zero, self.scheme.bits, self.scheme.symmetric).to(x.dtype)
+        return (x + (q - x).detach(),)
+
+
+def prepare_qat(model: nn.Module, weights: Scheme, activations: Scheme | None) -> nn.Module:
+    """A copy of ``model`` whose conv and fc layers train through b-bit rounding of weights and inputs."""
+    from torch.nn.utils import parametrize
+
+    prepared = copy.deepcopy(model)
+    for module in prepared.modules():
+        if isinstance(module, QUANTIZED_TYPES):
+            parametrize.register_parametrization(module, "weight", _RoundWithStraightThrough(weights))
+            if activations is not None:
+                module.register_forward_pre_hook(_TrainingActivationQuantizer(activations))
+    return prepared
+
+
+def finish_qat(model: nn.Module) -> nn.Module:
+    """A plain copy of a QAT model: weights left on their grids, the parametrizations and hooks removed."""
+    from torch.nn.utils import parametrize
+
+    finished = copy.deepcopy(model)
+    for module in finished.modules():
+        if isinstance(module, QUANTIZED_TYPES) and parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            module._forward_pre_hooks.clear()
+    return finished
+
+
+def quantization_aware_finetune(model: nn.Module, config, data, device: torch.device, bits: int = 4,
+                                epochs: int = 3, lr: float = 0.01, batch_size: int = 128, on_progress=None) -> dict:
+    """Fine-tune a trained network with fake quantization in the loop (weights per channel, inputs per tensor,
+    ``bits`` each): the b-bit accuracy before and after, next to float32."""
+    from .train import Trainer, TrainSettings
+
+    weights, activations = Scheme(bits=bits), Scheme(bits=bits, granularity="per-tensor")
+    calib = calibration_batches(data, device)
+    base = accuracy(model, data, device)
+    before = accuracy(fake_quantized(model, weights, activations, calib), data, device)
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, device=str(device), precision="fp32",
+                             warmup=0.0, schedule="cosine")
+    trainer = Trainer(config, data, settings, model=prepare_qat(model, weights, activations))
+    result = trainer.run(on_progress=on_progress)
+    tuned = finish_qat(trainer.model).float()
+    after = accuracy(fake_quantized(tuned, weights, activations, calib), data, device)
+    return {"bits": bits, "float32": base, "before": before, "after": after, "history": result.history,
+            "model": tuned}
+
+
+def run_study(checkpoint, data, mode: str, bits: Iterable[int] | None = None, epochs: int = 3,
+              device: str = "auto", progress=None, on_step=None) -> dict:
+    """One study of a saved network, as a JSON-ready report (the fine-tuned model under "model" for qat):
+    ``mode`` "sweep", "sensitivity" or "qat". Both the command line and the app run this."""
+    import dataclasses
+
+    from .train import load_checkpoint, pick_device
+
+    dev = pick_device(device)
+    model, config, meta = load_checkpoint(checkpoint, dev)
+    model = model.float()
+    if "mean" in meta:  # normalise as the network was trained
+        data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
+    if config.num_classes != len(data.classes):
+        raise ConfigError(f"the checkpoint has {config.num_classes} outputs but {data.name} has "
+                          f"{len(data.classes)} classes")
+    bits = list(bits) if bits else None
+    report = {"mode": mode, "network": config.describe(), "config": config.to_dict(), "data": data.describe()}
+    if mode == "sweep":
+        report["rows"] = sweep(model, data, dev, bits=bits or (8, 6, 4, 3, 2), progress=progress)
+    elif mode == "sensitivity":
+        rows = sensitivity(model, data, dev, Scheme(bits=bits[0] if bits else 4), progress=progress)
+        plan = mixed_precision_plan(model, data, dev, rows, fragile=max(1, len(rows) // 5))
+        report.update(bits=bits[0] if bits else 4, rows=rows, plan=plan)
+    elif mode == "qat":
+        tuned = quantization_aware_finetune(model, config, data, dev, bits=bits[0] if bits else 4, epochs=epochs,
+                                            on_progress=on_step)
+        report.update(tuned)
+    else:
+        raise ConfigError(f"mode {mode!r} is not one of sweep, sensitivity, qat")
+    return report

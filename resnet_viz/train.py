@@ -172,8 +172,10 @@ class Trainer:
     """One training run. ``run`` may be called from a worker thread; ``stop()`` ends it cleanly."""
 
     def __init__(self, config: ResNetConfig, data: Dataset, settings: TrainSettings | None = None,
-                 out_dir: str | Path | None = None):
-        self.config, self.data = config, data
+                 out_dir: str | Path | None = None, model: nn.Module | None = None):
+        """``model``, if given, is trained from where it stands (e.g. a trained network prepared for
+        quantization-aware fine-tuning) instead of a freshly initialised one built from ``config``."""
+        self.config, self.data, self.initial_model = config, data, model
         self.settings = settings or TrainSettings()
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if config.num_classes != len(data.classes):
@@ -204,7 +206,7 @@ class Trainer:
         torch.manual_seed(s.seed)
         # channels_last suits cuDNN and oneDNN alike: on this kind of CPU it trained ResNet-20 about 20% faster
         channels_last = device.type in ("cuda", "cpu")
-        model = build_model(self.config, device=device)
+        model = self.initial_model.to(device) if self.initial_model is not None else build_model(self.config, device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model

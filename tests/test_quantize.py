@@ -114,8 +114,9 @@ def test_bad_schemes(kwargs, message):
 def test_cli_quantize_sweep_and_sensitivity(trained, tmp_path, capsys):
     from resnet_viz.__main__ import main
 
-    run = tmp_path / "run"
-    assert main(["train", "resnet20", "--data", "synthetic", "--limit-per-class", "30", "--epochs", "1",
+    run, arch = tmp_path / "run", tmp_path / "tiny.json"
+    arch.write_text(TINY.to_json())
+    assert main(["train", str(arch), "--data", "synthetic", "--limit-per-class", "30", "--epochs", "1",
                  "--batch-size", "64", "--out", str(run)]) == 0
     capsys.readouterr()
     code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30",
@@ -128,5 +129,43 @@ def test_cli_quantize_sweep_and_sensitivity(trained, tmp_path, capsys):
                  "--mode", "sensitivity"])
     out = capsys.readouterr().out
     assert code == 0 and "  1. " in out and "most fragile layers at 8 bits" in out
+    code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30",
+                 "--mode", "qat", "--bits", "4", "--epochs", "1", "--out", str(tmp_path / "q")])
+    out = capsys.readouterr().out
+    assert code == 0 and "4-bit accuracy:" in out and "after 1 epochs" in out
+    from resnet_viz.train import load_checkpoint
+
+    model, config, meta = load_checkpoint(tmp_path / "q" / "qat-checkpoint.pt")
+    assert config == TINY and "after QAT" in meta["quantization"]
     code = main(["quantize", str(tmp_path / "missing.pt"), "--data", "synthetic", "--mode", "sweep"])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_straight_through_rounding_trains_and_finishes_on_the_grid(trained):
+    from torch.nn.utils import parametrize
+
+    from resnet_viz.quantize import finish_qat, prepare_qat
+
+    model, data = trained
+    prepared = prepare_qat(model, Scheme(bits=3), None)
+    conv = prepared.layer1[0].conv1
+    assert torch.equal(conv.weight, quantize_weight(conv.parametrizations.weight.original, Scheme(bits=3)))
+    x = torch.randn(4, 3, 32, 32)
+    prepared(x).sum().backward()
+    assert conv.parametrizations.weight.original.grad.abs().sum() > 0  # gradients pass the rounding
+    finished = finish_qat(prepared)
+    assert not any(parametrize.is_parametrized(m) for m in finished.modules())
+    weight = finished.layer1[0].conv1.weight
+    assert max(len(torch.unique(c)) for c in weight) <= 2**3 - 1
+    assert set(finished.state_dict()) == set(model.state_dict())
+
+
+def test_quantization_aware_finetune_reports_before_and_after(trained):
+    from resnet_viz.quantize import quantization_aware_finetune
+
+    model, data = trained
+    result = quantization_aware_finetune(model, TINY, data, CPU, bits=3, epochs=2, lr=0.01, batch_size=32)
+    assert result["float32"] == accuracy(model, data, CPU)
+    assert 0 <= result["before"] <= 1 and 0 <= result["after"] <= 1
+    assert result["after"] >= result["before"] - 0.05  # a fine-tune at the same bits does not undo the network
+    assert [row["epoch"] for row in result["history"]] == [1, 2]

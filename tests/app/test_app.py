@@ -313,7 +313,7 @@ def test_train_page_errors_are_sentences():
     at = start(TINY.to_query())
     at.switch_page("app_pages/train.py").run()
     start_training(at, source="folder", path="")
-    assert not at.exception and "Give the folder or .tar.gz to train on." in at.error[0].value
+    assert not at.exception and "Give the folder or .tar.gz to use." in at.error[0].value
     at = start(preset("resnet20", num_classes=100).to_query())
     at.switch_page("app_pages/train.py").run()
     start_training(at)
@@ -321,3 +321,46 @@ def test_train_page_errors_are_sentences():
     at.run()
     assert not at.exception
     assert "The network has 100 outputs but synthetic (random) data has 10 classes" in at.error[0].value
+
+
+# -- quantize --------------------------------------------------------------------------------------------
+
+def run_study(at: AppTest, mode: str, bits: str) -> AppTest:
+    at.selectbox(key="q_source").set_value("synthetic")
+    at.selectbox(key="q_mode").set_value(mode)
+    at.text_input(key="q_bits").set_value(bits)
+    at.number_input(key="q_limit").set_value(40)
+    at.number_input(key="q_epochs").set_value(1)
+    at.form_submit_button[0].click().run()
+    at.session_state["quantize_job"].join(timeout=180)
+    return at.run()
+
+
+def test_quantize_page_studies_the_last_training_run():
+    at = start(TINY.to_query())
+    at.switch_page("app_pages/train.py").run()
+    start_training(at)
+    at.session_state["job"].join(timeout=120)
+    at.switch_page("app_pages/quantize.py").run()
+    ok(at)
+    assert at.radio(key="q_network").value == "last training run"
+    run_study(at, "sweep", "8 2")
+    ok(at)
+    rows = at.dataframe[0].value
+    assert list(rows["bits"]) == [32, 8, 2, 8, 2, 8, 2] and len(at.get("plotly_chart")) == 1
+    run_study(at, "sensitivity", "4")
+    ok(at)
+    assert at.success[0].value.startswith("Mixed precision: the 1 most fragile layers at 8 bits")
+    assert "painted by accuracy lost at 4 bits" in graphviz(at)
+    run_study(at, "qat", "3")
+    ok(at)
+    assert [m.label for m in at.metric] == ["float32", "3-bit before", "3-bit after fine-tune"]
+    assert [b.label for b in at.main.download_button] == ["JSON"]
+
+
+def test_quantize_page_without_a_checkpoint_says_what_to_do():
+    at = start()
+    at.switch_page("app_pages/quantize.py").run()
+    at.form_submit_button[0].click().run()
+    assert not at.exception
+    assert "Upload a checkpoint, or train one on the Train page first." in at.error[0].value

@@ -58,6 +58,7 @@ PAGES = (
     AppPage("diagram", "/diagram", (GRAPHVIZ_NODES,)),
     AppPage("compare", "/compare", (DATAFRAME_DRAWN, PLOTLY_DRAWN)),
     AppPage("train", "/train", ()),
+    AppPage("quantize", "/quantize", ()),
 )
 TRAINING_DONE = '[data-testid="stAlertContentSuccess"]'
 

@@ -151,6 +151,15 @@ def test_train_runs_in_the_background_and_shows_the_result(page: Page, app_url: 
     screenshot(page, train)
 
 
+def test_quantize_opens_ready_for_a_study(page: Page, app_url: str, page_errors: list[str],
+                                         refused_requests: list[str]) -> None:
+    quantize = visit(page, app_url, "quantize")
+    assert_title(page, "Quantize")
+    expect(page.get_by_text("Pick a trained network and a study above.")).to_be_visible()
+    assert_no_errors(page, page_errors, refused_requests)
+    screenshot(page, quantize)
+
+
 # -- the config in the URL and the sidebar --------------------------------------------------------------------------
 
 def test_a_link_reopens_its_network(page: Page, app_url: str, page_errors: list[str],

@@ -1,0 +1,114 @@
+"""Quantize: how a trained network fares with fewer bits, layer by layer, and after a short fine-tune."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app_pages.common import DATA_SOURCES, data_source, downloads, painted_source
+from resnet_viz import ConfigError, ResNetConfig
+from resnet_viz.charts import accuracy_vs_bits
+from resnet_viz.data import load_dataset
+from resnet_viz.jobs import QuantizeJob
+from resnet_viz.quantize import run_study
+
+MODES = {"sweep": "Bit sweep", "sensitivity": "Layer sensitivity", "qat": "Quantization-aware fine-tune"}
+state = st.session_state
+job: QuantizeJob | None = state.get("quantize_job")
+running = job is not None and job.running()
+
+st.title("Quantize")
+st.caption("Simulated quantization: weights (per output channel) and layer inputs (per tensor) rounded to b-bit "
+           "grids calibrated on 256 training images, computed in float, so any bit width can be studied here.")
+
+trained = state.get("job")
+last_run = trained.snapshot().result if trained is not None else None
+with st.form("quantize", border=True):
+    a, b = st.columns(2)
+    choices = (["last training run"] if last_run is not None else []) + ["upload a checkpoint"]
+    which = a.radio("Network", choices, key="q_network", horizontal=True)
+    upload = b.file_uploader("Checkpoint (.pt, from train)", type=["pt"], key="q_upload")
+    c, d = st.columns(2)
+    source = c.selectbox("Data", list(DATA_SOURCES), format_func=DATA_SOURCES.get, key="q_source")
+    path = d.text_input("Folder or .tar.gz (for that choice)", key="q_path")
+    e, f, g, h = st.columns(4)
+    mode = e.selectbox("Study", list(MODES), format_func=MODES.get, key="q_mode")
+    bits = f.text_input("Bits", "8 6 4 3 2", key="q_bits", help="Sweep: every width listed; otherwise the first")
+    epochs = g.number_input("Fine-tune epochs", 1, 100, 3, key="q_epochs")
+    limit = h.number_input("Images per class (0: all)", 0, 100_000, 0, key="q_limit")
+    go = st.form_submit_button("Run", type="primary", disabled=running, icon=":material/play_arrow:")
+
+if go:
+    try:
+        widths = [int(v) for v in bits.replace(",", " ").split()]
+        if which == "last training run":
+            checkpoint = last_run.files["checkpoint"]
+        elif upload is None:
+            raise ConfigError("upload a checkpoint, or train one on the Train page first")
+        else:  # a file of our own, read with weights_only=True by run_study
+            checkpoint = str(Path(tempfile.mkdtemp(prefix="resnet-viz-q-")) / "checkpoint.pt")
+            Path(checkpoint).write_bytes(upload.getvalue())
+        spec = data_source(source, path)
+        state.quantize_job = QuantizeJob(lambda progress: run_study(
+            checkpoint, load_dataset(spec, limit_per_class=int(limit) or None), mode, widths, int(epochs),
+            progress=progress)).start()
+        st.rerun()
+    except ConfigError as error:
+        st.error(f"{str(error)[0].upper()}{str(error)[1:]}.")
+    except ValueError:  # int() of the bits
+        st.error("Bits are whole numbers separated by spaces, e.g. 8 6 4.")
+
+
+@st.fragment(run_every=2.0)
+def results() -> None:
+    job: QuantizeJob | None = state.get("quantize_job")
+    if job is None:
+        st.info("Pick a trained network and a study above.")
+        return
+    snap = job.snapshot()
+    if not job.running() and state.get("q_drawn_after") is not job:
+        state.q_drawn_after = job
+        st.rerun(scope="app")
+    st.progress(snap["progress"], text=f"{snap['status']} {snap['message']}".strip())
+    if snap["status"] == "failed":
+        st.error(f"{snap['message'][0].upper()}{snap['message'][1:]}.")
+        return
+    report = snap["report"]
+    if report is None:
+        return
+    st.caption(f"{report['network']} · {report['data']}")
+    if report["mode"] == "sweep":
+        st.plotly_chart(accuracy_vs_bits(report["rows"]), width="stretch")
+        st.dataframe(pd.DataFrame(report["rows"]), hide_index=True, width="stretch",
+                     column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+    elif report["mode"] == "sensitivity":
+        plan = report["plan"]
+        st.success(f"Mixed precision: the {sum(b == 8 for b in plan['plan'].values())} most fragile layers at "
+                   f"8 bits and the rest at 4 keep {plan['accuracy']:.2%}, in {plan['weight_bytes']:,} bytes of "
+                   f"weights against {plan['float32_bytes']:,} in float32.")
+        left, right = st.columns([2, 3])
+        left.dataframe(pd.DataFrame(report["rows"]), hide_index=True, width="stretch", column_config={
+            "accuracy": st.column_config.NumberColumn(format="percent"),
+            "drop": st.column_config.NumberColumn("accuracy lost", format="percent")})
+        drops: dict[str, float] = {}
+        for row in report["rows"]:  # a block is as fragile as its most fragile layer
+            block = ".".join(row["layer"].split(".")[:2])
+            drops[block] = max(drops.get(block, 0.0), row["drop"])
+        config = ResNetConfig.from_dict(report["config"])
+        heat = tuple(sorted((k, v) for k, v in drops.items() if k.startswith("layer")))
+        if heat:
+            right.graphviz_chart(painted_source(config, heat, f"accuracy lost at {report['bits']} bits"),
+                                 width="stretch")
+    else:
+        cols = st.columns(3)
+        cols[0].metric("float32", f"{report['float32']:.2%}")
+        cols[1].metric(f"{report['bits']}-bit before", f"{report['before']:.2%}")
+        cols[2].metric(f"{report['bits']}-bit after fine-tune", f"{report['after']:.2%}",
+                       delta=f"{report['after'] - report['before']:+.2%}")
+    public = {k: v for k, v in report.items() if k != "model"}
+    downloads(f"quantize-{report['mode']}", {"json": lambda: json.dumps(public, indent=2)}, key="q")
+
+
+results()
