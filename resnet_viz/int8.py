@@ -19,6 +19,7 @@ import copy
 import io
 import logging
 import os
+import pickle
 import statistics
 import time
 import warnings
@@ -115,20 +116,27 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> torc
 
 def _torchao():
     """prepare_pt2e, convert_pt2e and the x86 quantizer with its default int8 config."""
-    try:
-        # torchao's import logs a deprecation notice of torch's own about an Enum; it is not ours to act on
-        pytree_log = logging.getLogger("torch.utils._pytree")
-        level = pytree_log.level
-        pytree_log.setLevel(logging.ERROR)
-        try:
-            import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
-            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        finally:
-            pytree_log.setLevel(level)
-    except ImportError:
-        raise QuantizationError("int8 quantization needs the torchao package (pip install torchao)") from None
+    x86 = _x86_quantizer_module()
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
     quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
     return prepare_pt2e, convert_pt2e, quantizer
+
+
+def _x86_quantizer_module():
+    """torchao's x86 quantizer module. Importing it also registers, in Inductor, the passes that turn an int8
+    program's quantize/dequantize pairs into oneDNN int8 ops: without them it compiles to float convolutions."""
+    # torchao's import logs a deprecation notice of torch's own about an Enum; it is not ours to act on
+    pytree_log = logging.getLogger("torch.utils._pytree")
+    level = pytree_log.level
+    pytree_log.setLevel(logging.ERROR)
+    try:
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+    except ImportError:
+        raise QuantizationError("int8 quantization needs the torchao package (pip install torchao)") from None
+    finally:
+        pytree_log.setLevel(level)
+    return x86
 
 
 def _drop_unused_tensors(program: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -144,7 +152,7 @@ def _drop_unused_tensors(program: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return program
 
 
-def input_shape(program: torch.fx.GraphModule) -> tuple[int, ...]:
+def image_shape(program: torch.fx.GraphModule) -> tuple[int, ...]:
     """(C, H, W) of the images an exported program takes."""
     for node in program.graph.nodes:
         if node.op == "placeholder" and isinstance(node.meta.get("val"), torch.Tensor):
@@ -154,11 +162,17 @@ def input_shape(program: torch.fx.GraphModule) -> tuple[int, ...]:
 
 def program_bytes(program: torch.fx.GraphModule) -> bytes:
     """A program as a ``torch.export`` archive (.pt2), for any batch size."""
-    example = torch.zeros(2, *input_shape(program))
+    example = torch.zeros(2, *image_shape(program))
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     buffer = io.BytesIO()
     try:
-        torch.export.save(torch.export.export(program, (example,), dynamic_shapes=({0: batch},)), buffer)
+        exported = torch.export.export(program, (example,), dynamic_shapes=({0: batch},))
+        for node in exported.graph.nodes:
+            # where each node came from (source lines with this machine's paths, the passes it went through):
+            # for debugging the capture, and most of the file's graph in bytes
+            for key in ("stack_trace", "from_node"):
+                node.meta.pop(key, None)
+        torch.export.save(exported, buffer)
     except Exception as e:  # export raises many kinds of errors
         raise QuantizationError(f"the program cannot be saved: {_first_line(e)}") from None
     return buffer.getvalue()
@@ -175,11 +189,21 @@ def load_program(path: str | Path) -> torch.fx.GraphModule:
     path = Path(path)
     if not path.is_file():
         raise QuantizationError(f"program {str(path)!r} does not exist")
+    _register_quantized_ops()
     try:
         with _weights_only_loads():
             return torch.export.load(io.BytesIO(path.read_bytes())).module()
-    except Exception as e:  # zip, pickle, JSON and schema errors, among others
+    except pickle.UnpicklingError:
+        raise QuantizationError(f"{path.name} holds pickled objects other than tensors, so it is refused: only "
+                                "tensors and plain data are read") from None
+    except Exception as e:  # zip, JSON and schema errors, among others
         raise QuantizationError(f"{path.name} is not a readable exported program ({_first_line(e)[:160]})") from None
+
+
+def _register_quantized_ops() -> None:
+    """Register the quantize/dequantize ops that int8 programs call (torch defines them in a module it does not
+    import by itself)."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -209,8 +233,11 @@ class CompiledModel:
     ``resnet_viz.quantize.accuracy``."""
 
     def __init__(self, program: nn.Module):
+        import torch._inductor.config
+
+        _x86_quantizer_module()
         self.program = program
-        self._run = torch.compile(program, options={"freezing": True})
+        self._run = torch.compile(program)
 
     def eval(self) -> CompiledModel:
         return self
@@ -219,7 +246,9 @@ class CompiledModel:
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of normalised images."""
         try:
-            with warnings.catch_warnings():
+            # freezing is read from the global config where the int8 patterns are lowered: options={"freezing":
+            # True} in torch.compile leaves them as float ops that fail to compile
+            with torch._inductor.config.patch(freezing=True), warnings.catch_warnings():
                 # Inductor's int8 lowering copies a tensor with torch.tensor(); harmless, and not ours to fix
                 warnings.filterwarnings("ignore", message="To copy construct from a tensor")
                 return self._run(x.to("cpu", torch.float32))
