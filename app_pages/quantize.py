@@ -14,14 +14,16 @@ from resnet_viz.data import load_dataset
 from resnet_viz.jobs import QuantizeJob
 from resnet_viz.quantize import run_study
 
-MODES = {"sweep": "Bit sweep", "sensitivity": "Layer sensitivity", "qat": "Quantization-aware fine-tune"}
+MODES = {"int8": "Real int8 on this CPU", "sweep": "Bit sweep (simulated)", "sensitivity": "Layer sensitivity",
+         "qat": "Quantization-aware fine-tune"}
 state = st.session_state
 job: QuantizeJob | None = state.get("quantize_job")
 running = job is not None and job.running()
 
 st.title("Quantize")
-st.caption("Simulated quantization: weights (per output channel) and layer inputs (per tensor) rounded to b-bit "
-           "grids calibrated on 256 training images, computed in float, so any bit width can be studied here.")
+st.caption("Real int8: batch norms folded into the convolutions, then torchao's static quantization (int8 weights "
+           "per output channel, uint8 activations per tensor) compiled to oneDNN's int8 kernels. Simulated: weights "
+           "and layer inputs rounded to b-bit grids and computed in float, so any bit width can be studied.")
 
 trained = state.get("job")
 last_run = trained.snapshot().result if trained is not None else None
@@ -79,7 +81,24 @@ def results() -> None:
     if report is None:
         return
     st.caption(f"{report['network']} · {report['data']}")
-    if report["mode"] == "sweep":
+    if report["mode"] == "int8":
+        f32, i8 = report["rows"]
+        cols = st.columns(4)
+        cols[0].metric("int8 accuracy", f"{i8['accuracy']:.2%}",
+                       delta=f"{(i8['accuracy'] - f32['accuracy']) * 100:+.2f} points vs float32")
+        cols[1].metric("Throughput, batch 256", f"{i8['images_per_s_batch_256']:,.0f} img/s",
+                       delta=f"{i8['images_per_s_batch_256'] / f32['images_per_s_batch_256']:.1f}× float32")
+        cols[2].metric("Latency, batch 1", f"{i8['latency_ms_batch_1']:.2f} ms",
+                       delta=f"{f32['latency_ms_batch_1']:.2f} ms float32", delta_color="off")
+        cols[3].metric("Weights", f"{i8['weight_bytes']:,} B",
+                       delta=f"{f32['weight_bytes'] / i8['weight_bytes']:.1f}× smaller", delta_color="off")
+        st.dataframe(pd.DataFrame(report["rows"]), hide_index=True, width="stretch",
+                     column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+        with st.expander(f"Step 1: {len(report['batch_norms_folded'])} batch norms folded into their convolutions"):
+            st.caption("Each BN's scale and shift become the conv's weight and bias (same outputs in eval mode), "
+                       "so the int8 program has one layer fewer per convolution.")
+            st.dataframe(pd.DataFrame({"conv ← batch norm": report["batch_norms_folded"]}), hide_index=True)
+    elif report["mode"] == "sweep":
         st.plotly_chart(accuracy_vs_bits(report["rows"]), width="stretch")
         st.dataframe(pd.DataFrame(report["rows"]), hide_index=True, width="stretch",
                      column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
@@ -107,7 +126,7 @@ def results() -> None:
         cols[1].metric(f"{report['bits']}-bit before", f"{report['before']:.2%}")
         cols[2].metric(f"{report['bits']}-bit after fine-tune", f"{report['after']:.2%}",
                        delta=f"{report['after'] - report['before']:+.2%}")
-    public = {k: v for k, v in report.items() if k != "model"}
+    public = {k: v for k, v in report.items() if k not in ("model", "program", "float32_model")}
     downloads(f"quantize-{report['mode']}", {"json": lambda: json.dumps(public, indent=2)}, key="q")
 
 

@@ -260,6 +260,27 @@ def cmd_quantize(args: argparse.Namespace) -> str:
         lines.append(f"plan: the {sum(b == 8 for b in plan['plan'].values())} most fragile layers at 8 bits, "
                      f"the rest at 4: {plan['accuracy']:.2%}, {plan['weight_bytes']:,} bytes of weights "
                      f"(float32: {plan['float32_bytes']:,})")
+    elif args.mode == "int8":
+        from .int8 import program_bytes
+
+        rows = report["rows"]
+        f32, i8 = rows
+        lines += [f"{len(report['batch_norms_folded'])} batch norms folded into their convolutions first",
+                  f"{'':<8}{'accuracy':>10}{'batch 1':>11}{'batch 256':>16}{'weights':>14}"]
+        lines += [f"{r['model']:<8}{r['accuracy']:>10.2%}{r['latency_ms_batch_1']:>8.2f} ms"
+                  f"{r['images_per_s_batch_256']:>10,.0f} img/s{r['weight_bytes']:>12,} B" for r in rows]
+        lines.append(f"int8: {i8['images_per_s_batch_256'] / f32['images_per_s_batch_256']:.1f}× the throughput, "
+                     f"{f32['weight_bytes'] / i8['weight_bytes']:.1f}× smaller weights, "
+                     f"{(i8['accuracy'] - f32['accuracy']) * 100:+.2f} points")
+        program, float32 = report.pop("program"), report.pop("float32_model")
+        report.pop("int8_bytes_by_dtype", None)
+        if args.out:  # the int8 program for PyTorch, and both networks as ONNX files for Netron
+            from .int8 import onnx_bytes
+
+            shape = ResNetConfig.from_dict(report["config"]).input_shape
+            files["int8.pt2"] = program_bytes(program)
+            files["float32.onnx"] = onnx_bytes(float32, shape)
+            files["int8.onnx"] = onnx_bytes(program, shape)
     else:
         from .train import checkpoint_bytes
 
@@ -355,12 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="CSV", help="per-class table (default: evaluation-SPLIT.csv beside the checkpoint)")
     p.set_defaults(run=cmd_evaluate)
 
-    p = sub.add_parser("quantize", help="simulated quantization of a checkpoint: bit sweeps, layer sensitivity")
+    p = sub.add_parser("quantize", help="quantize a checkpoint: real int8, bit sweeps, layer sensitivity, QAT")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.pt written by train")
     _data_arguments(p)
-    p.add_argument("--mode", choices=("sweep", "sensitivity", "qat"), required=True,
-                   help="sweep: accuracy at each bit width per scheme; sensitivity: one layer at a time; "
-                        "qat: a short quantization-aware fine-tune")
+    p.add_argument("--mode", choices=("int8", "sweep", "sensitivity", "qat"), required=True,
+                   help="int8: real int8 against float32 on this CPU; sweep: accuracy at each bit width per scheme; "
+                        "sensitivity: one layer at a time; qat: a short quantization-aware fine-tune")
     p.add_argument("--bits", type=int, nargs="+", help="bit widths (sweep: default 8 6 4 3 2; otherwise 4)")
     p.add_argument("--epochs", type=int, default=3, help="qat: fine-tuning epochs (default 3)")
     p.add_argument("--out", metavar="DIR", help="write the report as JSON and CSV here")

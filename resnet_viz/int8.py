@@ -310,3 +310,25 @@ def images_per_s(model, shape: tuple[int, ...], batch: int = 256, runs: int = 10
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """The model (float32, or an int8 program as QuantizeLinear/DequantizeLinear pairs) as an ONNX file, for
+    Netron or ONNX Runtime; any batch size. Needs the onnx and onnxscript packages."""
+    import tempfile
+
+    example = torch.zeros(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(folder) / "model.onnx"
+        try:
+            exported = torch.onnx.export(model.to("cpu").eval() if not isinstance(model, torch.fx.GraphModule)
+                                         else model, (example,), dynamo=True, verbose=False,
+                                         dynamic_shapes=({0: batch},))
+            exported.save(str(path))
+        except ImportError as e:
+            raise QuantizationError(f"ONNX export needs the onnx and onnxscript packages ({e})") from None
+        except Exception as e:  # the exporter raises many kinds of errors for graphs it cannot translate
+            raise QuantizationError(f"the model cannot be exported to ONNX: {_first_line(e)}") from None
+        return path.read_bytes()

@@ -351,8 +351,9 @@ def quantization_aware_finetune(model: nn.Module, config, data, device: torch.de
 
 def run_study(checkpoint, data, mode: str, bits: Iterable[int] | None = None, epochs: int = 3,
               device: str = "auto", progress=None, on_step=None) -> dict:
-    """One study of a saved network, as a JSON-ready report (the fine-tuned model under "model" for qat):
-    ``mode`` "sweep", "sensitivity" or "qat". Both the command line and the app run this."""
+    """One study of a saved network, as a JSON-ready report (plus the fine-tuned model under "model" for qat,
+    the int8 program under "program" for int8): ``mode`` "sweep", "sensitivity", "qat" or "int8". Both the
+    command line and the app run this."""
     import dataclasses
 
     from .train import load_checkpoint, pick_device
@@ -373,10 +374,41 @@ def run_study(checkpoint, data, mode: str, bits: Iterable[int] | None = None, ep
         rows = sensitivity(model, data, dev, Scheme(bits=bits[0] if bits else 4), progress=progress)
         plan = mixed_precision_plan(model, data, dev, rows, fragile=max(1, len(rows) // 5))
         report.update(bits=bits[0] if bits else 4, rows=rows, plan=plan)
+    elif mode == "int8":
+        report.update(_int8_study(model, config, data, dev, progress))
     elif mode == "qat":
         tuned = quantization_aware_finetune(model, config, data, dev, bits=bits[0] if bits else 4, epochs=epochs,
                                             on_progress=on_step)
         report.update(tuned)
     else:
-        raise ConfigError(f"mode {mode!r} is not one of sweep, sensitivity, qat")
+        raise ConfigError(f"mode {mode!r} is not one of sweep, sensitivity, qat, int8")
     return report
+
+
+def _int8_study(model: nn.Module, config, data, device: torch.device, progress=None) -> dict:
+    """Real int8 on this CPU (torchao PT2E, see resnet_viz.int8) next to float32: accuracy, bytes and speed."""
+    from . import int8
+
+    steps = 5
+    calib = calibration_batches(data, torch.device("cpu"), images=512)
+    folded = [f"{conv} ← {bn}" for _, conv, bn in int8.conv_bn_pairs(model)]
+    program = int8.quantize_int8(model.to("cpu"), calib)
+    if progress:
+        progress(1, steps)
+    quantized = int8.CompiledModel(program)
+    cpu = torch.device("cpu")
+    rows = []
+    for name, runner in (("float32", model), ("int8", quantized)):
+        acc = accuracy(runner, data, cpu)
+        if progress:
+            progress(2 + len(rows), steps)
+        rows.append({"model": name, "accuracy": acc,
+                     "latency_ms_batch_1": int8.latency_ms(runner, config.input_shape, runs=50, warmup=5),
+                     "images_per_s_batch_256": int8.images_per_s(runner, config.input_shape, runs=5, warmup=2)})
+    sizes = int8.tensor_bytes(program)
+    rows[0]["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
+    rows[1]["weight_bytes"] = sum(sizes.values())
+    if progress:
+        progress(steps, steps)
+    return {"rows": rows, "batch_norms_folded": folded, "int8_bytes_by_dtype": sizes, "program": program,
+            "float32_model": model}

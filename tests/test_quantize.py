@@ -169,3 +169,29 @@ def test_quantization_aware_finetune_reports_before_and_after(trained):
     assert 0 <= result["before"] <= 1 and 0 <= result["after"] <= 1
     assert result["after"] >= result["before"] - 0.05  # a fine-tune at the same bits does not undo the network
     assert [row["epoch"] for row in result["history"]] == [1, 2]
+
+
+def test_cli_quantize_int8(tmp_path, capsys):
+    pytest.importorskip("torchao")
+    from resnet_viz.__main__ import main
+    from resnet_viz.int8 import load_program
+
+    run, arch = tmp_path / "run", tmp_path / "tiny.json"
+    arch.write_text(TINY.to_json())
+    assert main(["train", str(arch), "--data", "synthetic", "--limit-per-class", "30", "--epochs", "2",
+                 "--batch-size", "32", "--out", str(run)]) == 0
+    capsys.readouterr()
+    code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30",
+                 "--mode", "int8", "--out", str(tmp_path / "q")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "batch norms folded" in captured.out and "× the throughput" in captured.out
+    report = json.loads((tmp_path / "q" / "int8.json").read_text())
+    f32, i8 = report["rows"]
+    assert abs(f32["accuracy"] - i8["accuracy"]) <= 0.05 and i8["weight_bytes"] < f32["weight_bytes"] / 2.5
+    assert load_program(tmp_path / "q" / "int8.pt2") is not None
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "q" / "int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert "Conv" in {node.op_type for node in onnx.load(str(tmp_path / "q" / "float32.onnx")).graph.node}

@@ -356,6 +356,11 @@ def test_quantize_page_studies_the_last_training_run():
     ok(at)
     assert [m.label for m in at.metric] == ["float32", "3-bit before", "3-bit after fine-tune"]
     assert [b.label for b in at.main.download_button] == ["JSON"]
+    pytest.importorskip("torchao")
+    run_study(at, "int8", "8")
+    ok(at)
+    assert [m.label for m in at.metric] == ["int8 accuracy", "Throughput, batch 256", "Latency, batch 1", "Weights"]
+    assert list(at.dataframe[0].value["model"]) == ["float32", "int8"]
 
 
 def test_quantize_page_without_a_checkpoint_says_what_to_do():
