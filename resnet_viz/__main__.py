@@ -243,10 +243,14 @@ def cmd_quantize(args: argparse.Namespace) -> str:
         bar.total, bar.n = total, done
         bar.refresh()
 
+    def on_step(p) -> None:  # a qat step
+        bar.total, bar.n = 1000, int(1000 * min(p.progress, 1.0))
+        bar.set_postfix_str(f"epoch {p.epoch}, loss {p.loss:.3f}", refresh=False)
+        bar.refresh()
+
     try:
         report = quantize.run_study(args.checkpoint, data, args.mode, args.bits, args.epochs, args.device,
-                                    progress=progress,
-                                    on_step=lambda p: bar.set_postfix_str(f"epoch {p.epoch}, loss {p.loss:.3f}"))
+                                    progress=progress, on_step=on_step)
     finally:
         bar.close()
     lines = [f"{report['network']} on {report['data']}"]
