@@ -13,41 +13,14 @@ Images/s are steady-state: the first steps (warm-up, worker start) are not count
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from resnet_viz import build_model, preset
-from resnet_viz.data import CIFAR_MEAN, CIFAR_STD, default_cache_dir, load_dataset
-from resnet_viz.train import Trainer, TrainSettings, param_groups
-
-
-def plain_loop_images_per_s(folder: Path, steps: int, warmup: int = 5) -> float:
-    import torchvision.transforms as T
-    from torchvision.datasets import ImageFolder
-
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize(CIFAR_MEAN, CIFAR_STD)])
-    loader = torch.utils.data.DataLoader(ImageFolder(folder, transform), batch_size=128, shuffle=True,
-                                         num_workers=2, persistent_workers=True, drop_last=True)
-    model = build_model(preset("resnet20"))
-    optimizer = torch.optim.SGD(param_groups(model, 5e-4), lr=0.1, momentum=0.9, nesterov=True)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    model.train()
-    images, start = 0, None
-    for step, (x, y) in enumerate(loader):
-        if step == warmup:
-            images, start = 0, time.perf_counter()
-        loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        images += len(y)
-        if step == warmup + steps:
-            break
-    return images / (time.perf_counter() - start)
+from benchmarks.plain_loop import plain_loop_images_per_s
+from resnet_viz import preset
+from resnet_viz.data import default_cache_dir, load_dataset
+from resnet_viz.train import Trainer, TrainSettings
 
 
 def our_images_per_s(data, steps: int, warmup: int = 5, batch_size: int = 256) -> tuple[float, str]:
@@ -75,7 +48,7 @@ def main() -> None:
     extracted = next((default_cache_dir() / "archives").glob("*/train")) if args.data.endswith("gz") else \
         Path(args.data) / "train"
     print(f"{data.describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    plain = plain_loop_images_per_s(extracted, args.steps)
+    plain = plain_loop_images_per_s(extracted, torch.device("cpu"), workers=2, steps=args.steps)
     ours, precision = our_images_per_s(data, args.steps)
     print(f"plain loop (DataLoader + torchvision transforms, fp32, batch 128): {plain:,.0f} images/s")
     print(f"ours ({precision}, channels_last, batch 256): {ours:,.0f} images/s = {ours / plain:.2f}× the plain loop")

@@ -12,42 +12,13 @@ plain loop, at least 50,000 images/s, and ≥ 88% validation accuracy in under 4
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-from torch import nn
 
-from resnet_viz import build_model, preset
-from resnet_viz.data import CIFAR_MEAN, CIFAR_STD, default_cache_dir, load_dataset
-from resnet_viz.train import Trainer, TrainSettings, param_groups
-
-
-def plain_loop(folder, device, steps: int = 100, warmup: int = 10) -> float:
-    import torchvision.transforms as T
-    from torchvision.datasets import ImageFolder
-
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize(CIFAR_MEAN, CIFAR_STD)])
-    loader = torch.utils.data.DataLoader(ImageFolder(folder, transform), batch_size=128, shuffle=True,
-                                         num_workers=8, pin_memory=True, drop_last=True, persistent_workers=True)
-    model = build_model(preset("resnet20"), device=device)
-    optimizer = torch.optim.SGD(param_groups(model, 5e-4), lr=0.1, momentum=0.9, nesterov=True)
-    loss_fn = nn.CrossEntropyLoss()
-    images, start = 0, None
-    while True:
-        for step, (x, y) in enumerate(loader):
-            if step == warmup:
-                torch.cuda.synchronize()
-                images, start = 0, time.perf_counter()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = loss_fn(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            images += len(y)
-            if step == warmup + steps:
-                torch.cuda.synchronize()
-                return images / (time.perf_counter() - start)
+from benchmarks.plain_loop import plain_loop_images_per_s
+from resnet_viz import preset
+from resnet_viz.data import default_cache_dir, load_dataset
+from resnet_viz.train import Trainer, TrainSettings
 
 
 def main() -> None:
@@ -63,7 +34,7 @@ def main() -> None:
     data = load_dataset(args.data)
     folder = next((default_cache_dir() / "archives").glob("*/train"))
     print(data.describe())
-    plain = plain_loop(folder, device)
+    plain = plain_loop_images_per_s(folder, device, workers=8, steps=100, warmup=10)
     print(f"plain loop: {plain:,.0f} images/s")
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device="cuda",
                              compile=args.compile)

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from resnet_viz import ResNetConfig, build_model, preset
-from resnet_viz.data import synthetic_dataset
 from resnet_viz.int8 import (
     CompiledModel,
     QuantizationError,
@@ -21,10 +20,9 @@ from resnet_viz.int8 import (
     tensor_bytes,
 )
 from resnet_viz.quantize import accuracy, calibration_batches, quantizable_layers
-from resnet_viz.train import Trainer, TrainSettings
 
 CPU = torch.device("cpu")
-TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))
+TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))  # as conftest's `trained`
 BOTTLENECK = ResNetConfig(name="tiny-bottleneck", block="bottleneck", widths=(8, 16), blocks=(1, 2), strides=(1, 2),
                           stem="imagenet", input_size=(64, 64))
 WIDE = ResNetConfig(name="wide", widths=(64, 128, 256), blocks=(1, 1, 1))  # 2.8M parameters: weights dominate
@@ -49,12 +47,6 @@ def _with_batch_norm_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-@pytest.fixture(scope="module")
-def trained():
-    data = synthetic_dataset(train_per_class=80, val_per_class=30)
-    trainer = Trainer(TINY, data, TrainSettings(epochs=4, batch_size=32, lr=0.05, precision="fp32"))
-    trainer.run()
-    return trainer.model.float().eval(), data
 
 
 @pytest.fixture(scope="module")

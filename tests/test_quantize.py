@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from resnet_viz import ConfigError, ResNetConfig
-from resnet_viz.data import synthetic_dataset
 from resnet_viz.quantize import (
     Scheme,
     accuracy,
@@ -17,18 +16,11 @@ from resnet_viz.quantize import (
     sweep,
     weight_bytes,
 )
-from resnet_viz.train import Trainer, TrainSettings
 
 CPU = torch.device("cpu")
-TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))
+TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))  # as conftest's `trained`
 
 
-@pytest.fixture(scope="module")
-def trained():
-    data = synthetic_dataset(train_per_class=80, val_per_class=30)
-    trainer = Trainer(TINY, data, TrainSettings(epochs=4, batch_size=32, lr=0.05, precision="fp32"))
-    trainer.run()
-    return trainer.model.float().eval(), data
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 6, 8])
