@@ -1,5 +1,5 @@
 """Screenshots of every page of the app for the README: docs/overview.png, layers.png, diagram.png, compare.png,
-train.png (after a short run on synthetic data).
+train.png (after a short run on synthetic data), quantize.png.
 
     .venv/bin/python scripts/screenshots.py [--out docs]
 
@@ -42,6 +42,7 @@ def save_page(page: Page, base_url: str, app_page: AppPage, out_dir: Path) -> Pa
     if app_page.name == "train":  # a finished run shows what the page is for
         run_short_training(page)
     path = out_dir / f"{app_page.name}.png"
+    page.wait_for_timeout(2000)  # widget code the browser loads on first use (radios, number inputs) draws late
     page.screenshot(path=str(path))
     return path
 

@@ -57,8 +57,9 @@ PAGES = (
     AppPage("layers", "/layers", (DATAFRAME_DRAWN,)),
     AppPage("diagram", "/diagram", (GRAPHVIZ_NODES,)),
     AppPage("compare", "/compare", (DATAFRAME_DRAWN, PLOTLY_DRAWN)),
-    AppPage("train", "/train", ()),
-    AppPage("quantize", "/quantize", ()),
+    AppPage("train", "/train", ('[data-testid="stSidebar"] [data-testid="stDataFrame"] canvas',)),
+    AppPage("quantize", "/quantize", ('[data-testid="stMain"] [data-testid="stAlertContentInfo"]',
+                                      '[data-testid="stSidebar"] [data-testid="stDataFrame"] canvas')),
 )
 TRAINING_DONE = '[data-testid="stAlertContentSuccess"]'
 
