@@ -14,6 +14,12 @@ from resnet_viz.diagram import block_diagram, computational_graph
 from resnet_viz.walkthrough import Step, walkthrough
 
 
+def sentence(text: object) -> str:
+    """The core's messages start in lower case, to sit inside other sentences; on their own they get a capital."""
+    text = str(text)
+    return f"{text[:1].upper()}{text[1:]}."
+
+
 def config() -> ResNetConfig:
     return st.session_state["config"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import DATA_SOURCES, data_source, downloads, painted_source
+from app_pages.common import DATA_SOURCES, data_source, downloads, painted_source, sentence
 from resnet_viz import ConfigError, ResNetConfig
 from resnet_viz.charts import accuracy_vs_bits
 from resnet_viz.data import load_dataset
@@ -58,7 +58,7 @@ if go:
             progress=progress)).start()
         st.rerun()
     except ConfigError as error:
-        st.error(f"{str(error)[0].upper()}{str(error)[1:]}.")
+        st.error(sentence(error))
     except ValueError:  # int() of the bits
         st.error("Bits are whole numbers separated by spaces, e.g. 8 6 4.")
 
@@ -75,7 +75,7 @@ def results() -> None:
         st.rerun(scope="app")
     st.progress(snap["progress"], text=f"{snap['status']} {snap['message']}".strip())
     if snap["status"] == "failed":
-        st.error(f"{snap['message'][0].upper()}{snap['message'][1:]}.")
+        st.error(sentence(snap["message"]))
         return
     report = snap["report"]
     if report is None:

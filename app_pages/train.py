@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source
+from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source, sentence
 from resnet_viz import ConfigError
 from resnet_viz.charts import BLOCK_METRICS, block_activity_chart, training_curves
 from resnet_viz.jobs import TrainingJob
@@ -48,7 +48,7 @@ if start:
         state.job = TrainingJob(cfg, data, settings, out_dir, limit_per_class=int(limit) or None).start()
         st.rerun()  # draw the page again with the run in progress (the Start button disabled)
     except ConfigError as error:
-        st.error(f"{str(error)[0].upper()}{str(error)[1:]}.")
+        st.error(sentence(error))
 
 
 @st.fragment(run_every=2.0)
@@ -67,7 +67,7 @@ def live() -> None:
     label = snap.message or snap.status
     st.progress(min(snap.progress, 1.0), text=f"{snap.status}: {label}" if snap.message else snap.status)
     if snap.status == "failed":
-        st.error(f"{snap.message[0].upper()}{snap.message[1:]}.")
+        st.error(sentence(snap.message))
         return
     if snap.data:
         st.caption(f"{snap.data} · device {snap.device} ({snap.precision})")

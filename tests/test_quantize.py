@@ -103,14 +103,22 @@ def test_bad_schemes(kwargs, message):
         Scheme(**kwargs)
 
 
-def test_cli_quantize_sweep_and_sensitivity(trained, tmp_path, capsys):
+def _train_tiny_checkpoint(tmp_path, capsys, epochs: int, batch_size: int):
+    """Train TINY through the command line; the folder holding its checkpoint.pt."""
     from resnet_viz.__main__ import main
 
     run, arch = tmp_path / "run", tmp_path / "tiny.json"
     arch.write_text(TINY.to_json())
-    assert main(["train", str(arch), "--data", "synthetic", "--limit-per-class", "30", "--epochs", "1",
-                 "--batch-size", "64", "--out", str(run)]) == 0
+    assert main(["train", str(arch), "--data", "synthetic", "--limit-per-class", "30", "--epochs", str(epochs),
+                 "--batch-size", str(batch_size), "--out", str(run)]) == 0
     capsys.readouterr()
+    return run
+
+
+def test_cli_quantize_sweep_and_sensitivity(trained, tmp_path, capsys):
+    from resnet_viz.__main__ import main
+
+    run = _train_tiny_checkpoint(tmp_path, capsys, epochs=1, batch_size=64)
     code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30",
                  "--mode", "sweep", "--bits", "8", "4", "--out", str(tmp_path / "q")])
     out = capsys.readouterr().out
@@ -168,11 +176,7 @@ def test_cli_quantize_int8(tmp_path, capsys):
     from resnet_viz.__main__ import main
     from resnet_viz.int8 import load_program
 
-    run, arch = tmp_path / "run", tmp_path / "tiny.json"
-    arch.write_text(TINY.to_json())
-    assert main(["train", str(arch), "--data", "synthetic", "--limit-per-class", "30", "--epochs", "2",
-                 "--batch-size", "32", "--out", str(run)]) == 0
-    capsys.readouterr()
+    run = _train_tiny_checkpoint(tmp_path, capsys, epochs=2, batch_size=32)
     code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30",
                  "--mode", "int8", "--out", str(tmp_path / "q")])
     captured = capsys.readouterr()
