@@ -149,7 +149,7 @@ def _compare_bytes(args: argparse.Namespace) -> bytes:
     return export.comparison_bytes(result, fmt, title)
 
 
-def _load_data(args: argparse.Namespace):
+def _load_data(args: argparse.Namespace, show: bool = True):
     from tqdm import tqdm
 
     from .data import load_dataset
@@ -159,7 +159,7 @@ def _load_data(args: argparse.Namespace):
     def progress(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, desc="decoding images", unit="img", leave=False)
+            bar = tqdm(total=total, desc="decoding images", unit="img", leave=False, disable=not show)
         bar.n = done
         bar.refresh()
 
@@ -171,21 +171,57 @@ def _load_data(args: argparse.Namespace):
             bar.close()
 
 
+# what defines a run: given again with --resume, it is refused (the run goes on as it was started)
+RUN_FLAGS = {"arch": "ARCH", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+             "schedule": "--schedule", "time_budget": "--time-budget", "seed": "--seed", "shortcut": "--shortcut",
+             "classes": "--classes", "input": "--input"}
+
+
+def _run_setup(args: argparse.Namespace):
+    """The config, the settings and, with --resume, the saved run to go on with."""
+    from .train import TrainSettings, load_resume
+
+    how = {"device": args.device, "compile": args.compile, "sync_bn": args.sync_bn}
+    if args.precision is not None:
+        how["precision"] = args.precision
+    if args.micro_batches is not None:
+        how["micro_batches"] = args.micro_batches
+    if args.resume:
+        given = [flag for name, flag in RUN_FLAGS.items() if getattr(args, name) is not None]
+        if given:
+            raise UsageError(f"--resume goes on with the run saved in the checkpoint, network and settings alike: "
+                             f"leave out {given[0]}")
+        resume = load_resume(args.resume)
+        return resume.config, resume.settings_with(**how), resume
+    if args.arch is None:
+        raise UsageError("give ARCH (a preset name or a config JSON file), or --resume CHECKPOINT (see --help)")
+    defaults = TrainSettings()
+    run = {name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "schedule", "time_budget", "seed")}
+    run = {name: getattr(defaults, name) if value is None else value for name, value in run.items()}
+    return config_from_args(args), TrainSettings(**run, **how), None
+
+
 def cmd_train(args: argparse.Namespace) -> str:
     import signal
+    import time
 
     from tqdm import tqdm
 
-    from .train import Trainer, TrainSettings
+    from . import distributed
+    from .train import Trainer
 
-    config = config_from_args(args)
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device,
-                             precision=args.precision, compile=args.compile, time_budget=args.time_budget,
-                             seed=args.seed, schedule=args.schedule)
-    data = _load_data(args)
-    trainer = Trainer(config, data, settings, out_dir=args.out)
-    print(f"{config.describe()}\n{data.describe()}\ndevice {trainer.device}, {trainer.precision}", file=sys.stderr)
-    bar = tqdm(total=1000, desc="training", unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+    config, settings, resume = _run_setup(args)
+    world = distributed.join(args.device)  # under torchrun: this process's place in the run
+    with distributed.local_first(world):  # one process per machine decodes a folder into the cache first
+        data = _load_data(args, show=world.local_rank == 0)
+    trainer = Trainer(config, data, settings, out_dir=args.out, world=world, resume=resume)
+    if world.main:
+        where = f", {world.describe()}" if world.distributed else ""
+        again = f"\ngoing on from step {resume.position.step:,} of {resume.path}" if resume else ""
+        print(f"{config.describe()}\n{data.describe()}\ndevice {trainer.device}, {trainer.precision}{where}{again}",
+              file=sys.stderr)
+    bar = tqdm(total=1000, desc="training", unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+               disable=not world.main)
 
     def on_progress(p) -> None:
         bar.n = int(1000 * min(p.progress, 1.0))
@@ -193,22 +229,34 @@ def cmd_train(args: argparse.Namespace) -> str:
                             refresh=False)
         bar.refresh()
 
-    def on_interrupt(signum, frame) -> None:
-        if trainer._stop.is_set():
-            raise KeyboardInterrupt
-        trainer.stop()
-        bar.write("stopping after this step; the model is still evaluated and saved (Ctrl-C again to abort)")
+    first_signal = 0.0
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    def on_signal(signum, frame) -> None:  # Ctrl-C or SIGTERM: stop cleanly; a second Ctrl-C aborts
+        nonlocal first_signal
+        if trainer.stopping():
+            # torchrun passes a Ctrl-C on to its processes, which the terminal has already signalled
+            if world.distributed and time.monotonic() - first_signal < 2.0:
+                return
+            raise KeyboardInterrupt
+        first_signal = time.monotonic()
+        trainer.stop()
+        if world.main:
+            bar.write("stopping after this step; the model is still evaluated and saved (Ctrl-C again to abort)")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = trainer.run(on_progress=on_progress)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         bar.close()
+    if not world.main:
+        return ""
     lines = [
         f"validation accuracy {result.val_acc:.2%} ({result.val_acc_flip:.2%} with flip test-time augmentation)",
         f"{result.steps:,} steps, {result.epochs_done:g} epochs in {result.train_seconds:.1f} s, "
-        f"{result.images_per_s:,.0f} images/s on {result.device} ({result.precision}); ended by: {result.stopped}",
+        f"{result.images_per_s:,.0f} images/s on {result.device} ({result.precision}"
+        f"{', ' + result.processes if world.distributed else ''}); ended by: {result.stopped}",
     ]
     lines += [f"wrote {path}" for path in result.files.values()]
     return "\n".join(lines)
@@ -354,18 +402,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.set_defaults(run=cmd_export)
 
-    p = sub.add_parser("train", help="train the network on CIFAR, a folder of images, or synthetic data")
-    p.add_argument("arch", metavar="ARCH", help="a preset name or a config JSON file")
+    p = sub.add_parser("train", help="train the network on CIFAR, a folder of images, or synthetic data",
+                       description="On several GPUs or machines, start it with torchrun: torchrun --standalone "
+                                   "--nproc_per_node=N -m resnet_viz train ... (see the README).")
+    p.add_argument("arch", metavar="ARCH", nargs="?", help="a preset name or a config JSON file")
     _data_arguments(p)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--lr", type=float, default=0.4, help="peak learning rate (default 0.4 at batch 512)")
-    p.add_argument("--schedule", choices=("onecycle", "cosine"), default="onecycle")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
+    p.add_argument("--epochs", type=int, help="default 10")
+    p.add_argument("--batch-size", type=int, help="the global batch, over all processes (default 512)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 0.4 at batch 512)")
+    p.add_argument("--schedule", choices=("onecycle", "cosine"), help="default onecycle")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                   help="auto (default): bf16 autocast on CUDA and on CPUs with native bf16, else fp32")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--time-budget", type=float, metavar="S", help="seconds of training; the schedule fits into it")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--micro-batches", type=int, metavar="K",
+                   help="take each process's share of a batch in K passes, gradients accumulated (default 1)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="several GPU processes: BatchNorm statistics over the global batch (SyncBatchNorm)")
+    p.add_argument("--resume", metavar="CHECKPOINT",
+                   help="go on with the run saved in this checkpoint.pt, on any number of processes")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the checkpoint and the metrics")
     p.add_argument("--shortcut", choices=SHORTCUTS, help="shortcut option")
     p.add_argument("--classes", type=int, help="number of output classes (default: the preset's)")
@@ -401,17 +457,35 @@ def _domain_errors() -> tuple[type[Exception], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import distributed
+
+    rank, local_rank = distributed.env_ranks()
+    who = f"rank {rank}: " if rank else ""
+    fresh_line = "\n" if rank else ""  # rank 0's progress bar may hold the line
     try:
         args = build_parser().parse_args(argv)
         output = args.run(args)
     except (UsageError, ConfigError, export.ExportError, *_domain_errors()) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if local_rank == 0:  # every process of a run meets the same bad input: one message per machine
+            print(f"{fresh_line}error: {who}{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if local_rank == 0:
+            print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if distributed.launched() and distributed.peer_failed(e):
+            return 1  # another process failed and said why; this one only lost touch with it
+        if type(e).__name__ == "OutOfMemoryError":
+            print(f"{fresh_line}error: {who}the device ran out of memory: use a smaller --batch-size, more "
+                  "--micro-batches or more processes", file=sys.stderr)
+            return 2
+        raise
+    finally:
+        distributed.leave()
     try:
-        print(output)
+        if output:
+            print(output)
         sys.stdout.flush()
     except BrokenPipeError:  # `... | head` closed the pipe: not an error
         sys.stderr.close()
