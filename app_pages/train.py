@@ -9,6 +9,7 @@ import streamlit as st
 from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source, sentence
 from resnet_viz import ConfigError
 from resnet_viz.charts import BLOCK_METRICS, block_activity_chart, training_curves
+from resnet_viz.distributed import train_command
 from resnet_viz.jobs import TrainingJob
 from resnet_viz.tables import human_bytes
 from resnet_viz.train import TrainSettings
@@ -37,18 +38,56 @@ with st.form("settings", border=True):
     limit = g.number_input("Images per class (0: all)", 0, 100_000, 0, key="train_limit")
     device = h.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="train_device")
     compile_model = i.toggle("torch.compile", key="train_compile", help="Slower start, faster steps on a GPU")
+    with st.expander("On several GPUs or machines: the torchrun command", icon=":material/terminal:"):
+        j, k, m = st.columns(3)
+        nproc = j.number_input("Processes per machine", 1, 256, 8, key="train_nproc",
+                               help="One per GPU; on CPUs, a few per machine")
+        nnodes = k.number_input("Machines", 1, 4096, 1, key="train_nnodes")
+        endpoint = m.text_input("Rendezvous host:port", "HOST:29500", key="train_endpoint",
+                                help="Several machines meet at this address: one of them, reachable by all")
+        sync_bn = st.toggle("SyncBatchNorm", key="train_sync_bn", help="BatchNorm statistics over the global "
+                            "batch rather than each GPU's share (GPUs only; slower)")
+        command = st.form_submit_button("Show the command", icon=":material/terminal:",
+                                        help="The exact command for this network and these settings")
     start = st.form_submit_button("Start training", type="primary", disabled=running, icon=":material/play_arrow:")
+
+
+def settings() -> TrainSettings:
+    return TrainSettings(epochs=int(epochs), batch_size=int(batch), lr=float(lr), device=device,
+                         compile=compile_model, time_budget=float(budget) or None, sync_bn=sync_bn)
+
 
 if start:
     try:
-        settings = TrainSettings(epochs=int(epochs), batch_size=int(batch), lr=float(lr), device=device,
-                                 compile=compile_model, time_budget=float(budget) or None)
         data = data_source(source, path)
         out_dir = tempfile.mkdtemp(prefix="resnet-viz-run-")
-        state.job = TrainingJob(cfg, data, settings, out_dir, limit_per_class=int(limit) or None).start()
+        state.job = TrainingJob(cfg, data, settings(), out_dir, limit_per_class=int(limit) or None).start()
         st.rerun()  # draw the page again with the run in progress (the Start button disabled)
     except ConfigError as error:
         st.error(sentence(error))
+
+if command:
+    try:
+        state.train_command = cfg, *train_command(cfg, settings(), data_source(source, path), f"runs/{cfg.name}",
+                                                  nproc_per_node=int(nproc), nnodes=int(nnodes),
+                                                  endpoint=endpoint.strip() or "HOST:29500",
+                                                  limit_per_class=int(limit) or None)
+    except ConfigError as error:
+        state.pop("train_command", None)
+        st.error(sentence(error))
+
+if state.get("train_command") and state.train_command[0] == cfg:  # shown until the network changes
+    _, text, needs_file = state.train_command
+    several = "on every machine, " if int(nnodes) > 1 else ""
+    st.caption(f"Run this {several}in a Python environment with resnet-viz installed. The batch size is the "
+               "global batch, split over the processes; the learning rate and its schedule mean the same as on "
+               "one device. Rank 0 writes the checkpoint and metrics; `--resume runs/…/checkpoint.pt` goes on "
+               "after a stop, on any number of processes.")
+    st.code(text, language="bash", wrap_lines=True)
+    if needs_file:
+        st.caption(f"This network is not a preset: save its config as `{cfg.name}.json` beside the command.")
+        st.download_button(f"{cfg.name}.json", cfg.to_json(), f"{cfg.name}.json", "application/json",
+                           icon=":material/download:", on_click="ignore", key="train_config_json")
 
 
 @st.fragment(run_every=2.0)

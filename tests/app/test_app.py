@@ -1,6 +1,7 @@
 """Every page and the main widget paths, through Streamlit's AppTest (no browser)."""
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz import ResNetConfig, preset
+from resnet_viz.__main__ import _run_setup, build_parser
 from resnet_viz.compare import CIFAR_DEPTHS
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -286,7 +288,11 @@ def start_training(at: AppTest, source: str = "synthetic", path: str = "") -> Ap
     at.number_input(key="train_batch").set_value(64)
     at.number_input(key="train_lr").set_value(0.1)
     at.number_input(key="train_limit").set_value(40)
-    return at.form_submit_button[0].click().run()
+    return submit(at, "Start training")
+
+
+def submit(at: AppTest, label: str) -> AppTest:
+    return next(b for b in at.form_submit_button if b.label == label).click().run()
 
 
 def test_train_page_runs_watches_and_offers_the_checkpoint():
@@ -307,6 +313,41 @@ def test_train_page_runs_watches_and_offers_the_checkpoint():
     assert [m.label for m in at.metric] == ["Images / s", "Step", "Training time", "Validation accuracy"]
     assert [b.label for b in at.main.download_button] == ["PT", "JSON", "CSV"]
     assert len(at.get("plotly_chart")) == 2 and "painted by" in graphviz(at)
+
+
+def test_train_page_shows_the_exact_torchrun_command():
+    config = preset("resnet56", num_classes=100)
+    at = start(config.to_query())
+    at.switch_page("app_pages/train.py").run()
+    at.selectbox(key="train_source").set_value("cifar100")
+    at.number_input(key="train_epochs").set_value(30)
+    at.number_input(key="train_batch").set_value(1024)
+    at.number_input(key="train_lr").set_value(0.8)
+    at.number_input(key="train_nproc").set_value(4)
+    at.number_input(key="train_nnodes").set_value(2)
+    at.text_input(key="train_endpoint").set_value("node0:29500")
+    at.toggle(key="train_sync_bn").set_value(True)
+    submit(at, "Show the command")
+    ok(at)
+    assert "job" not in at.session_state  # nothing started here
+    words = shlex.split(at.code[0].value)
+    assert words[:6] == ["torchrun", "--nnodes=2", "--nproc_per_node=4", "--rdzv_backend=c10d",
+                         "--rdzv_endpoint=node0:29500", "--rdzv_id=resnet-viz"]
+    args = build_parser().parse_args(words[words.index("resnet_viz") + 1:])
+    parsed_config, settings, _ = _run_setup(args)
+    assert parsed_config == config and args.data == "cifar100"
+    assert (settings.epochs, settings.batch_size, settings.lr, settings.sync_bn) == (30, 1024, 0.8, True)
+    assert not at.main.download_button  # a preset with overrides needs no config file
+    sidebar(at, "selectbox", "Preset").set_value("resnet20").run()
+    assert not at.code  # the command was for the other network
+    # a network that no preset names travels as its JSON file, offered beside the command
+    at = start(ResNetConfig(name="mine", widths=(8, 16), blocks=(1, 1), strides=(1, 2)).to_query())
+    at.switch_page("app_pages/train.py").run()
+    submit(at, "Show the command")
+    ok(at)
+    name = at.session_state["config"].name
+    assert f"train {name}.json --data synthetic" in at.code[0].value
+    assert at.main.download_button[0].label == f"{name}.json"
 
 
 def test_train_page_errors_are_sentences():
