@@ -9,11 +9,11 @@ import shlex
 import pytest
 import torch
 
-from resnet_viz import ConfigError, ResNetConfig, preset
+from resnet_viz import ConfigError, ResNetConfig, build_model, preset
 from resnet_viz.__main__ import _run_setup, build_parser, config_from_args
 from resnet_viz.data import DataError, DeviceBatches, Split, synthetic_dataset
 from resnet_viz.distributed import World, arch_arguments, train_command
-from resnet_viz.train import CheckpointError, Trainer, TrainSettings, load_checkpoint, load_resume
+from resnet_viz.train import CheckpointError, Trainer, TrainSettings, checkpoint_bytes, load_checkpoint, load_resume
 
 TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))
 
@@ -88,8 +88,6 @@ def test_micro_batches_accumulate_the_gradient_of_the_whole_batch():
     batches = DeviceBatches(data.train, "cpu", data.mean, data.std, channels_last=True)
     x, y = next(batches.global_batches(64, seed=0, epoch=1))
     torch.manual_seed(0)
-    from resnet_viz import build_model
-
     model = build_model(TINY).to(memory_format=torch.channels_last).train()
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     for half in (slice(0, 32), slice(32, 64)):
@@ -163,9 +161,6 @@ def test_resuming_refuses_what_would_change_the_run(tmp_path):
 
 
 def test_a_checkpoint_without_a_run_cannot_be_resumed(tmp_path):
-    from resnet_viz import build_model
-    from resnet_viz.train import checkpoint_bytes
-
     path = tmp_path / "model.pt"
     path.write_bytes(checkpoint_bytes(build_model(TINY), TINY, {"mean": [0] * 3, "std": [1] * 3}))
     with pytest.raises(CheckpointError, match="not a run to resume"):
