@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -245,8 +246,8 @@ class Trainer:
         if shape != config.input_shape:
             raise ConfigError(f"the network expects inputs of {_shape(config.input_shape)} but {data.name} "
                               f"has images of {_shape(shape)} — set the input size to match")
-        if self.out_dir is not None and self.out_dir.exists() and not self.out_dir.is_dir():
-            raise ConfigError(f"{self.out_dir} exists and is not a folder")
+        if self.out_dir is not None:
+            _check_writable(self.out_dir)
         self.device = self.world.device if self.world.distributed else pick_device(self.settings.device)
         self.precision = pick_precision(self.settings.precision, self.device)
         s, w = self.settings, self.world
@@ -488,6 +489,17 @@ class Trainer:
         write_file(files["metrics_csv"], _csv(result.history))
         write_file(files["per_class_csv"], _csv(result.per_class))
         return result.files
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Refuse, before any training, a folder the results could not be written to."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} exists and is not a folder")
+    existing = next(folder for folder in (out_dir, *out_dir.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"cannot make the folder {out_dir}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write to {out_dir}: {existing} is not writable")
 
 
 def _copy_position(position: Position) -> Position:

@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,20 @@ def test_no_weight_decay_on_batch_norm_and_biases():
 def test_mismatches_are_one_sentence(synthetic, config, settings, message):
     with pytest.raises(ConfigError, match=message):
         Trainer(config, synthetic, settings).run()
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_training(synthetic, tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="exists and is not a folder"):
+        Trainer(TINY, synthetic, TrainSettings(), out_dir=tmp_path / "file")
+    with pytest.raises(ConfigError, match=r"cannot make the folder .*: .*file is a file"):
+        Trainer(TINY, synthetic, TrainSettings(), out_dir=tmp_path / "file" / "run")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):  # root may write anywhere
+        with pytest.raises(ConfigError, match="is not writable"):
+            Trainer(TINY, synthetic, TrainSettings(), out_dir=locked / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "locked"]  # nothing made
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
