@@ -20,6 +20,14 @@ def sentence(text: object) -> str:
     return f"{text[:1].upper()}{text[1:]}."
 
 
+def redraw_once_done(job, key: str) -> None:
+    """From a polling fragment: once a background job has ended, rerun the whole page a single time, so that
+    what sits outside the fragment (a disabled Start button) sees it too. ``key`` remembers the job drawn."""
+    if not job.running() and st.session_state.get(key) is not job:
+        st.session_state[key] = job
+        st.rerun(scope="app")
+
+
 def config() -> ResNetConfig:
     return st.session_state["config"]
 

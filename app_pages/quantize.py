@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import DATA_SOURCES, data_source, downloads, painted_source, sentence
+from app_pages.common import DATA_SOURCES, data_source, downloads, painted_source, redraw_once_done, sentence
 from resnet_viz import ConfigError, ResNetConfig
 from resnet_viz.charts import accuracy_vs_bits
 from resnet_viz.data import load_dataset
@@ -70,9 +70,7 @@ def results() -> None:
         st.info("Pick a trained network and a study above.")
         return
     snap = job.snapshot()
-    if not job.running() and state.get("q_drawn_after") is not job:
-        state.q_drawn_after = job
-        st.rerun(scope="app")
+    redraw_once_done(job, "q_drawn_after")
     st.progress(snap["progress"], text=f"{snap['status']} {snap['message']}".strip())
     if snap["status"] == "failed":
         st.error(sentence(snap["message"]))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source, sentence
+from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source, redraw_once_done, sentence
 from resnet_viz import ConfigError
 from resnet_viz.charts import BLOCK_METRICS, block_activity_chart, training_curves
 from resnet_viz.distributed import train_command
@@ -97,9 +97,7 @@ def live() -> None:
         st.info("Set the run up above and start it; the curves appear here as the network learns.")
         return
     snap = job.snapshot()
-    if not job.running() and state.get("drawn_after") is not job:
-        state.drawn_after = job
-        st.rerun(scope="app")  # once, so that the whole page (the Start button) sees the run has ended
+    redraw_once_done(job, "drawn_after")
     if job.running():
         st.button("Stop", on_click=job.stop, icon=":material/stop:", help="Finish after this step; the model is "
                   "still evaluated and saved")

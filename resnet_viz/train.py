@@ -15,6 +15,7 @@ the crops and flips are drawn from (seed, epoch, batch), so that position is the
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -331,7 +332,7 @@ class Trainer:
         inspect_every = s.inspect_every or steps_per_epoch
         probe_x = next(val.epoch(min(256, len(self.data.val)), augment=False, generator=None, drop_last=False))[0]
 
-        at = _copy_position(self.resume.position) if self.resume is not None else Position()
+        at = copy.deepcopy(self.resume.position) if self.resume is not None else Position()
         history, stopped, lr = list(at.history), "finished", s.lr * lr_factor(0.0, s.schedule, s.warmup)
         before = at.train_seconds  # training time of earlier sessions of this run
         start, paused = time.perf_counter(), 0.0  # evaluations and looks inside don't count as training time
@@ -500,10 +501,6 @@ def _check_writable(out_dir: Path) -> None:
         raise ConfigError(f"cannot make the folder {out_dir}: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write to {out_dir}: {existing} is not writable")
-
-
-def _copy_position(position: Position) -> Position:
-    return Position(**json.loads(json.dumps(asdict(position))))
 
 
 def _data_facts(data: Dataset) -> dict[str, Any]:

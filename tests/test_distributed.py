@@ -9,13 +9,12 @@ import shlex
 import pytest
 import torch
 
-from resnet_viz import ConfigError, ResNetConfig, build_model, preset
+from resnet_viz import ConfigError, build_model, preset
 from resnet_viz.__main__ import _run_setup, build_parser, config_from_args
 from resnet_viz.data import DataError, DeviceBatches, Split, synthetic_dataset
 from resnet_viz.distributed import World, arch_arguments, train_command
 from resnet_viz.train import CheckpointError, Trainer, TrainSettings, checkpoint_bytes, load_checkpoint, load_resume
-
-TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))
+from tests.distributed.worker import TINY
 
 
 def _batches(n: int = 103) -> DeviceBatches:
