@@ -8,10 +8,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from resnet_viz import ConfigError, ResNetConfig, Trace, compare, export, trace
-from resnet_viz.charts import shape_journey
-from resnet_viz.diagram import block_diagram, computational_graph
-from resnet_viz.walkthrough import Step, walkthrough
+from resnet_viz import ConfigError, ResNetConfig, Trace, trace
+from resnet_viz.views import compare, export
+from resnet_viz.views.charts import shape_journey
+from resnet_viz.views.diagram import block_diagram
+from resnet_viz.views.graph import computational_graph
+from resnet_viz.views.walkthrough import Step, walkthrough
 
 
 def sentence(text: object) -> str:

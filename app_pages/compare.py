@@ -5,7 +5,8 @@ import dataclasses
 import streamlit as st
 
 from app_pages.common import comparison, config, depth_series, downloads
-from resnet_viz import PRESETS, ConfigError, compare, export, preset
+from resnet_viz import PRESETS, ConfigError, preset
+from resnet_viz.views import compare, export
 
 NUMBERS = {
     **{column: st.column_config.NumberColumn(column.replace("_", " ").replace("macs", "MACs"), format="localized")

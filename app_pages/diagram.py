@@ -3,8 +3,8 @@
 import streamlit as st
 
 from app_pages.common import config, diagram_file, diagram_source, downloads, torchview_source
-from resnet_viz import export
-from resnet_viz.diagram import LEVELS
+from resnet_viz.views import export
+from resnet_viz.views.diagram import LEVELS
 
 cfg = config()
 st.title("Diagram")

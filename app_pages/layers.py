@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app_pages.common import config, current_trace, downloads
-from resnet_viz import tables
+from resnet_viz.views import tables
 
 cfg, t = config(), current_trace()
 st.title("Layers")

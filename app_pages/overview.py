@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app_pages.common import config, current_trace, diagram_source, journey, steps, traced
-from resnet_viz.tables import human, human_bytes
+from resnet_viz.formatting import human, human_bytes
 
 cfg, t = config(), current_trace()
 totals = t.totals
@@ -11,14 +11,14 @@ st.title(f"{cfg.name} · ResNet-{cfg.depth}")
 st.caption(cfg.describe())
 
 columns = st.columns(5)
-columns[0].metric("Parameters", f"{totals['params']:,}", help="All parameters; trainable ones "
-                  f"{totals['trainable_params']:,}. {human_bytes(totals['param_bytes'])} as float32.")
-columns[1].metric("MACs", human(totals["macs"]), help=f"{totals['macs']:,} multiply-accumulates of the conv and "
+columns[0].metric("Parameters", f"{totals.params:,}", help="All parameters; trainable ones "
+                  f"{totals.trainable_params:,}. {human_bytes(totals.param_bytes)} as float32.")
+columns[1].metric("MACs", human(totals.macs), help=f"{totals.macs:,} multiply-accumulates of the conv and "
                   "linear layers per image: the ResNet paper's and torchvision's 'FLOPs'.")
-columns[2].metric("FLOPs", human(totals["flops"]), help="2 × MACs, what torch.utils.flop_counter reports.")
-columns[3].metric("Activations, peak", human_bytes(totals["peak_activation_bytes"]),
+columns[2].metric("FLOPs", human(totals.flops), help="2 × MACs, what torch.utils.flop_counter reports.")
+columns[3].metric("Activations, peak", human_bytes(totals.peak_activation_bytes),
                   help="Largest sum of tensors alive at once in a forward pass of one image; "
-                       f"{human_bytes(totals['activation_bytes'])} are written in all.")
+                       f"{human_bytes(totals.activation_bytes)} are written in all.")
 columns[4].metric("Training step, batch 128", human_bytes(traced(cfg, 128).training_bytes("momentum")),
                   help="Estimate: saved activations + weights + gradients + SGD momentum.")
 st.caption("MACs count the multiply-accumulates of convolutions and the fc layer; FLOPs are twice that; "

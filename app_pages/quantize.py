@@ -9,15 +9,15 @@ import streamlit as st
 
 from app_pages.common import DATA_SOURCES, data_source, downloads, painted_source, redraw_once_done, sentence
 from resnet_viz import ConfigError, ResNetConfig
-from resnet_viz.charts import accuracy_vs_bits
 from resnet_viz.data import load_dataset
-from resnet_viz.jobs import QuantizeJob
-from resnet_viz.quantize import run_study
+from resnet_viz.jobs import StudyJob
+from resnet_viz.quantization.studies import run_study
+from resnet_viz.views.charts import accuracy_vs_bits
 
 MODES = {"int8": "Real int8 on this CPU", "sweep": "Bit sweep (simulated)", "sensitivity": "Layer sensitivity",
          "qat": "Quantization-aware fine-tune"}
 state = st.session_state
-job: QuantizeJob | None = state.get("quantize_job")
+job: StudyJob | None = state.get("quantize_job")
 running = job is not None and job.running()
 
 st.title("Quantize")
@@ -53,7 +53,7 @@ if go:
             checkpoint = str(Path(tempfile.mkdtemp(prefix="resnet-viz-q-")) / "checkpoint.pt")
             Path(checkpoint).write_bytes(upload.getvalue())
         spec = data_source(source, path)
-        state.quantize_job = QuantizeJob(lambda progress: run_study(
+        state.quantize_job = StudyJob(lambda progress: run_study(
             checkpoint, load_dataset(spec, limit_per_class=int(limit) or None), mode, widths, int(epochs),
             progress=progress)).start()
         st.rerun()
@@ -65,17 +65,17 @@ if go:
 
 @st.fragment(run_every=2.0)
 def results() -> None:
-    job: QuantizeJob | None = state.get("quantize_job")
+    job: StudyJob | None = state.get("quantize_job")
     if job is None:
         st.info("Pick a trained network and a study above.")
         return
     snap = job.snapshot()
     redraw_once_done(job, "q_drawn_after")
-    st.progress(snap["progress"], text=f"{snap['status']} {snap['message']}".strip())
-    if snap["status"] == "failed":
-        st.error(sentence(snap["message"]))
+    st.progress(snap.progress, text=f"{snap.status} {snap.message}".strip())
+    if snap.status == "failed":
+        st.error(sentence(snap.message))
         return
-    report = snap["report"]
+    report = snap.report
     if report is None:
         return
     st.caption(f"{report['network']} · {report['data']}")

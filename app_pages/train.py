@@ -8,11 +8,11 @@ import streamlit as st
 
 from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source, redraw_once_done, sentence
 from resnet_viz import ConfigError
-from resnet_viz.charts import BLOCK_METRICS, block_activity_chart, training_curves
-from resnet_viz.distributed import train_command
+from resnet_viz.formatting import human_bytes
 from resnet_viz.jobs import TrainingJob
-from resnet_viz.tables import human_bytes
-from resnet_viz.train import TrainSettings
+from resnet_viz.training import TrainSettings
+from resnet_viz.training.command import train_command
+from resnet_viz.views.charts import BLOCK_METRICS, block_activity_chart, training_curves
 
 state = st.session_state
 cfg = config()

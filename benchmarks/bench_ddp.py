@@ -24,9 +24,9 @@ def worker(args: argparse.Namespace) -> None:
     """One process of a measured run (started by torchrun)."""
     import torch
 
-    from resnet_viz import distributed, preset
+    from resnet_viz import preset
     from resnet_viz.data import load_dataset
-    from resnet_viz.train import Trainer, TrainSettings
+    from resnet_viz.training import Trainer, TrainSettings, distributed
 
     world = distributed.join(args.device)
     try:

@@ -13,8 +13,8 @@ import argparse
 import time
 
 from resnet_viz import preset, trace
-from resnet_viz.diagram import computational_graph
-from resnet_viz.export import block_diagram_bytes, diagram_bytes
+from resnet_viz.views.export import block_diagram_bytes, diagram_bytes
+from resnet_viz.views.graph import computational_graph
 
 
 def best_of(fn, repeat: int) -> tuple[float, int]:

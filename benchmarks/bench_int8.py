@@ -24,7 +24,8 @@ import torch
 
 from resnet_viz import build_model, preset
 from resnet_viz.data import load_dataset
-from resnet_viz.int8 import (
+from resnet_viz.quantization.fake import calibration_batches
+from resnet_viz.quantization.int8 import (
     CompiledModel,
     export_program,
     images_per_s,
@@ -33,8 +34,7 @@ from resnet_viz.int8 import (
     save_program,
     tensor_bytes,
 )
-from resnet_viz.quantize import accuracy, calibration_batches
-from resnet_viz.train import Trainer, TrainSettings, load_checkpoint
+from resnet_viz.training import Trainer, TrainSettings, accuracy, load_checkpoint
 
 CPU = torch.device("cpu")
 

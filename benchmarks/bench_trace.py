@@ -22,7 +22,7 @@ import torch
 import torchinfo
 
 from resnet_viz import build_model, preset, trace
-from resnet_viz.trace import _meta_model
+from resnet_viz.tracing.tracer import _meta_model
 
 CASES = [  # (preset, batch, input side)
     ("resnet50", 1, 224),

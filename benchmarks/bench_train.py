@@ -20,7 +20,7 @@ import torch
 from benchmarks.plain_loop import plain_loop_images_per_s
 from resnet_viz import preset
 from resnet_viz.data import default_cache_dir, load_dataset
-from resnet_viz.train import Trainer, TrainSettings
+from resnet_viz.training import Trainer, TrainSettings
 
 
 def our_images_per_s(data, steps: int, warmup: int = 5, batch_size: int = 256) -> tuple[float, str]:

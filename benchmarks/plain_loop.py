@@ -10,7 +10,7 @@ from torch import nn
 
 from resnet_viz import build_model, preset
 from resnet_viz.data import CIFAR_MEAN, CIFAR_STD
-from resnet_viz.train import param_groups
+from resnet_viz.training import param_groups
 
 
 def plain_loop_images_per_s(folder: Path, device: torch.device, workers: int, steps: int, warmup: int = 5) -> float:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .errors import ConfigError
+
 BLOCK_TYPES = ("basic", "bottleneck")
 SHORTCUTS = ("A", "B", "C")
 STEMS = ("cifar", "imagenet")
@@ -28,10 +30,6 @@ MAX_IN_CHANNELS = 256
 MAX_CLASSES = 100_000
 MAX_INPUT_SIDE = 4096
 MAX_PARAMS = 1_000_000_000  # 4 GB of fp32 weights
-
-
-class ConfigError(ValueError):
-    """A config that cannot describe a network; the message says what to change."""
 
 
 class BlockSpec(NamedTuple):

@@ -1,4 +1,7 @@
-"""A training run in a background thread, for a UI to poll: it never calls the UI, the UI reads snapshots."""
+"""Long work in a background thread, for a UI to poll: a job never calls the UI, the UI reads snapshots.
+
+``BackgroundJob`` holds the thread, the lock and the snapshot; ``TrainingJob`` trains a network and
+``StudyJob`` runs any function that reports progress (a quantization study)."""
 
 from __future__ import annotations
 
@@ -6,55 +9,50 @@ import copy
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, ResNetConfig
-from .data import DataError, load_dataset
-from .train import CheckpointError, Progress, Result, Trainer, TrainSettings
+from .config import ResNetConfig
+from .data import load_dataset
+from .errors import ResNetVizError
+from .training import Progress, Result, Trainer, TrainSettings
 
 MAX_POINTS = 600  # progress points kept for the curves; older ones are thinned out
 
 
 @dataclass
 class JobState:
-    status: str = "starting"  # starting, loading data, training, evaluating, finished, failed
+    """What a UI shows of a job: what it is doing, how far it is, and what it has found."""
+
+    status: str = "starting"  # starting, running, loading data, training, evaluating, finished, failed
     message: str = ""
-    data: str = ""
-    device: str = ""
-    precision: str = ""
     progress: float = 0.0
-    latest: Progress | None = None
-    points: list[dict[str, float]] = field(default_factory=list)  # step, loss, train_acc, lr, images_per_s
-    epochs: list[dict[str, float]] = field(default_factory=list)  # val accuracy after each epoch
-    inspections: list[dict[str, Any]] = field(default_factory=list)
-    result: Result | None = None
     started: float = field(default_factory=time.time)
 
 
-class TrainingJob:
-    """Load the data and train in a daemon thread; ``snapshot()`` is safe to call from any thread."""
+class BackgroundJob:
+    """Work in a daemon thread: ``start()``, ``snapshot()`` from any thread, ``stop()`` to ask it to end.
 
-    def __init__(self, config: ResNetConfig, data: str, settings: TrainSettings, out_dir: str | Path,
-                 limit_per_class: int | None = None, data_root: str | None = None):
-        self.config, self.data_source, self.settings = config, data, settings
-        self.out_dir, self.limit_per_class, self.data_root = Path(out_dir), limit_per_class, data_root
-        self._state = JobState()
+    A subclass's ``work()`` does the job and returns the fields to set at the end (status "finished"); bad input
+    (any ``ResNetVizError``) ends it as "failed" with its sentence, and anything else as "failed" with the
+    exception's one line: a worker must report, never die silently."""
+
+    name = "work"
+
+    def __init__(self, state: JobState):
+        self._state = state
         self._lock = threading.Lock()
-        self._trainer: Trainer | None = None
         self._stop_requested = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="resnet-viz training", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"resnet-viz {self.name}", daemon=True)
 
-    def start(self) -> TrainingJob:
+    def start(self):
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Finish after the current step; the model is still evaluated and saved."""
         self._stop_requested.set()
-        if self._trainer is not None:
-            self._trainer.stop()
 
     def running(self) -> bool:
         return self._thread.is_alive()
@@ -71,29 +69,70 @@ class TrainingJob:
             for key, value in changes.items():
                 setattr(self._state, key, value)
 
-    def _work(self) -> None:
+    def _report(self, done: int, total: int) -> None:
+        """A ``progress(done, total)`` callback for the core's long functions."""
+        self._update(progress=done / max(total, 1), message=f"{done:,} of {total:,}")
+
+    def _run(self) -> None:
         try:
-            self._update(status="loading data")
-
-            def loading(done: int, total: int) -> None:
-                self._update(progress=done / max(total, 1), message=f"decoding images {done:,}/{total:,}")
-
-            data = load_dataset(self.data_source, root=self.data_root, limit_per_class=self.limit_per_class,
-                                progress=loading)
-            self._trainer = Trainer(self.config, data, self.settings, out_dir=self.out_dir)
-            if self._stop_requested.is_set():
-                self._trainer.stop()
-            self._update(status="training", message="", progress=0.0, data=data.describe(),
-                         device=str(self._trainer.device), precision=self._trainer.precision)
-            result = self._trainer.run(on_progress=self._on_progress, on_inspect=self._on_inspect,
-                                       on_epoch=self._on_epoch)
-            self._update(status="finished", result=result, progress=1.0, epochs=result.history,
-                         message="" if result.stopped == "finished" else f"ended by a {result.stopped}")
-        except (ConfigError, DataError, CheckpointError) as e:
+            self._update(status="finished", progress=1.0, **self.work())
+        except ResNetVizError as e:
             self._update(status="failed", message=str(e))
-        except Exception as e:  # a worker must report, never die silently
+        except Exception as e:
             detail = traceback.format_exception_only(type(e), e)[-1].strip()
-            self._update(status="failed", message=f"training failed: {detail}")
+            self._update(status="failed", message=f"{self.name} failed: {detail}")
+
+    def work(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass
+class TrainingState(JobState):
+    data: str = ""
+    device: str = ""
+    precision: str = ""
+    latest: Progress | None = None
+    points: list[dict[str, float]] = field(default_factory=list)  # step, loss, train_acc, lr, images_per_s
+    epochs: list[dict[str, float]] = field(default_factory=list)  # val accuracy after each epoch
+    inspections: list[dict[str, Any]] = field(default_factory=list)
+    result: Result | None = None
+
+
+class TrainingJob(BackgroundJob):
+    """Load the data and train; ``stop()`` finishes after the current step, and the model is still evaluated
+    and saved."""
+
+    name = "training"
+
+    def __init__(self, config: ResNetConfig, data: str, settings: TrainSettings, out_dir: str | Path,
+                 limit_per_class: int | None = None, data_root: str | None = None):
+        super().__init__(TrainingState())
+        self.config, self.data_source, self.settings = config, data, settings
+        self.out_dir, self.limit_per_class, self.data_root = Path(out_dir), limit_per_class, data_root
+        self._trainer: Trainer | None = None
+
+    def stop(self) -> None:
+        super().stop()
+        if self._trainer is not None:
+            self._trainer.stop()
+
+    def work(self) -> dict[str, Any]:
+        self._update(status="loading data")
+
+        def loading(done: int, total: int) -> None:
+            self._update(progress=done / max(total, 1), message=f"decoding images {done:,}/{total:,}")
+
+        data = load_dataset(self.data_source, root=self.data_root, limit_per_class=self.limit_per_class,
+                            progress=loading)
+        self._trainer = Trainer(self.config, data, self.settings, out_dir=self.out_dir)
+        if self._stop_requested.is_set():
+            self._trainer.stop()
+        self._update(status="training", message="", progress=0.0, data=data.describe(),
+                     device=str(self._trainer.device), precision=self._trainer.precision)
+        result = self._trainer.run(on_progress=self._on_progress, on_inspect=self._on_inspect,
+                                   on_epoch=self._on_epoch)
+        return {"result": result, "epochs": result.history,
+                "message": "" if result.stopped == "finished" else f"ended by a {result.stopped}"}
 
     def _on_progress(self, p: Progress) -> None:
         with self._lock:
@@ -114,42 +153,20 @@ class TrainingJob:
             self._state.inspections = self._state.inspections + [look]
 
 
-class QuantizeJob:
-    """A quantization study in a daemon thread: ``work(progress)`` returns the report; ``snapshot()`` polls it."""
+@dataclass
+class StudyState(JobState):
+    status: str = "running"
+    report: Any = None
 
-    def __init__(self, work):
+
+class StudyJob(BackgroundJob):
+    """``work(progress)`` in the background; its return value becomes the snapshot's ``report``."""
+
+    name = "quantization"
+
+    def __init__(self, work: Callable[[Callable[[int, int], None]], Any]):
+        super().__init__(StudyState())
         self._work_fn = work
-        self._lock = threading.Lock()
-        self._state = {"status": "running", "progress": 0.0, "message": "", "report": None}
-        self._thread = threading.Thread(target=self._work, name="resnet-viz quantization", daemon=True)
 
-    def start(self) -> QuantizeJob:
-        self._thread.start()
-        return self
-
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._state)
-
-    def _progress(self, done: int, total: int) -> None:
-        with self._lock:
-            self._state.update(progress=done / max(total, 1), message=f"{done} of {total}")
-
-    def _work(self) -> None:
-        try:
-            report = self._work_fn(self._progress)
-            with self._lock:
-                self._state.update(status="finished", progress=1.0, report=report, message="")
-        except (ConfigError, DataError, CheckpointError) as e:
-            with self._lock:
-                self._state.update(status="failed", message=str(e))
-        except Exception as e:  # a worker must report, never die silently
-            detail = traceback.format_exception_only(type(e), e)[-1].strip()
-            with self._lock:
-                self._state.update(status="failed", message=f"quantization failed: {detail}")
+    def work(self) -> dict[str, Any]:
+        return {"report": self._work_fn(self._report), "message": ""}

@@ -3,7 +3,7 @@ import torch
 
 from resnet_viz import ResNetConfig
 from resnet_viz.data import synthetic_dataset
-from resnet_viz.train import Trainer, TrainSettings
+from resnet_viz.training import Trainer, TrainSettings
 
 TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))  # trains in a blink
 

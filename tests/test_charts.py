@@ -4,7 +4,7 @@ import pytest
 from torch import nn
 
 from resnet_viz import preset, trace
-from resnet_viz.charts import (
+from resnet_viz.views.charts import (
     CHARTS,
     charts_html,
     macs_by_layer,
@@ -37,8 +37,8 @@ def _distinct_runs(values) -> list:
 def test_parameter_charts_add_up_to_the_model(name):
     cfg = preset(name)
     t = trace(cfg)
-    assert sum(_ys(params_by_stage(t))) == t.totals["params"] == cfg.num_params()
-    assert sum(_ys(params_by_layer(t))) == t.totals["params"]
+    assert sum(_ys(params_by_stage(t))) == t.totals.params == cfg.num_params()
+    assert sum(_ys(params_by_layer(t))) == t.totals.params
 
 
 def test_params_by_stage_resnet20_by_hand():
@@ -75,7 +75,7 @@ def test_stage_colours_do_not_depend_on_the_model():
 def test_macs_by_layer_adds_up_to_the_traced_batch(batch):
     t = trace(preset("resnet20"), batch_size=batch)
     fig = macs_by_layer(t)
-    assert sum(_ys(fig)) == t.totals["macs"] == batch * 40_813_184
+    assert sum(_ys(fig)) == t.totals.macs == batch * 40_813_184
     assert dict(zip(_xs(fig), _ys(fig)))["conv1"] == batch * 16 * 32 * 32 * 27
     assert f"batch of {batch}" in fig.layout.title.text and "multiply-accumulates" in fig.layout.title.text
 
@@ -83,7 +83,7 @@ def test_macs_by_layer_adds_up_to_the_traced_batch(batch):
 def test_memory_by_layer_adds_up_to_the_activations_a_forward_writes():
     t = trace(preset("resnet20", shortcut="A"))
     values = dict(zip(_xs(memory_by_layer(t)), _ys(memory_by_layer(t))))
-    assert sum(values.values()) == t.totals["activation_bytes"]
+    assert sum(values.values()) == t.totals.activation_bytes
     assert values["conv1"] == 16 * 32 * 32 * 4  # float32
     assert values["layer2.0.downsample"] == 32 * 16 * 16 * 4  # the zero-padded skip is a new tensor
     assert "layer1.0.relu" not in values and "layer1.0.add" not in values  # in place: ReLU(inplace), out += skip

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from resnet_viz import PRESETS, ResNetConfig, preset, trace
-from resnet_viz.__main__ import main
+from resnet_viz.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_summary_csv_reads_back_to_the_same_numbers(capsys):
     rows = list(csv.DictReader(io.StringIO(out)))
     t = trace(preset("resnet18"), batch_size=8)
     assert len(rows) == len(t.layers)
-    assert int(rows[0]["macs"]) == t.totals["macs"] == 8 * 1_814_073_344
+    assert int(rows[0]["macs"]) == t.totals.macs == 8 * 1_814_073_344
     assert rows[0]["output_shape"] == "8×1000"
 
 

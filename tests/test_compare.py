@@ -3,7 +3,7 @@ import math
 import pytest
 
 from resnet_viz import ConfigError, preset, trace
-from resnet_viz.compare import compare, comparison_charts, depth_study, shortcut_study, unique_labels
+from resnet_viz.views.compare import compare, comparison_charts, depth_study, shortcut_study, unique_labels
 
 CIFAR = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"]
 
@@ -27,8 +27,8 @@ def test_depth_study_counts_are_the_configs_and_the_traces(depths):
     for name, params, macs in zip(depths["model"], depths["params"], depths["macs"]):
         cfg = preset(name, shortcut="A")
         fresh = trace(cfg).totals
-        assert params == cfg.num_params() == fresh["params"]
-        assert macs == fresh["macs_per_image"]
+        assert params == cfg.num_params() == fresh.params
+        assert macs == fresh.macs_per_image
 
 
 def test_depth_study_matches_the_papers_table_6_within_its_rounding(depths):

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from resnet_viz import build_model, preset, trace
-from resnet_viz.diagram import block_diagram, computational_graph, layer_label
+from resnet_viz.views.diagram import block_diagram
+from resnet_viz.views.graph import computational_graph
+from resnet_viz.views.structure import layer_label
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"  # regenerate on purpose: UPDATE_GOLDEN=1 pytest tests/test_diagram.py

@@ -10,10 +10,14 @@ import pytest
 import torch
 
 from resnet_viz import ConfigError, build_model, preset
-from resnet_viz.__main__ import _run_setup, build_parser, config_from_args
+from resnet_viz.cli import build_parser
+from resnet_viz.cli.arguments import config_from_args
+from resnet_viz.cli.train import run_setup as _run_setup
 from resnet_viz.data import DataError, DeviceBatches, Split, synthetic_dataset
-from resnet_viz.distributed import World, arch_arguments, train_command
-from resnet_viz.train import CheckpointError, Trainer, TrainSettings, checkpoint_bytes, load_checkpoint, load_resume
+from resnet_viz.errors import CheckpointError
+from resnet_viz.training import Trainer, TrainSettings, checkpoint_bytes, load_checkpoint, load_resume
+from resnet_viz.training.command import arch_arguments, train_command
+from resnet_viz.training.distributed import World
 from tests.distributed.worker import TINY
 
 

@@ -6,11 +6,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from resnet_viz import export, preset, trace
-from resnet_viz.__main__ import main
-from resnet_viz.charts import CHARTS, charts_html, params_by_stage
-from resnet_viz.compare import depth_study, shortcut_study
-from resnet_viz.diagram import block_diagram
+from resnet_viz import io as rio
+from resnet_viz import preset, trace
+from resnet_viz.cli import main
+from resnet_viz.views import export
+from resnet_viz.views.charts import CHARTS, charts_html, params_by_stage
+from resnet_viz.views.compare import depth_study, shortcut_study
+from resnet_viz.views.diagram import block_diagram
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 needs_browser = pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("google-chrome")),
@@ -62,7 +64,7 @@ def test_tables_read_back_to_the_same_numbers(resnet20):
     assert [r["name"] for r in rows] == [x.name for x in resnet20.layers]
     assert [int(r["macs"]) for r in rows] == [x.macs for x in resnet20.layers]
     data = json.loads(export.table_bytes(resnet20, "json"))
-    assert data["totals"] == resnet20.totals
+    assert data["totals"] == resnet20.totals.to_dict()
     assert [x["params"] for x in data["layers"]] == [x.params for x in resnet20.layers]
     md = export.table_bytes(resnet20, "md", depth=1).decode()
     assert "| &nbsp;&nbsp;layer2 | Sequential | 1×32×16×16 | 51,648 | 13,107,200 | 37 |" in md
@@ -111,16 +113,16 @@ def test_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(export.os, "replace", broken_replace)
+    monkeypatch.setattr(rio.os, "replace", broken_replace)
     with pytest.raises(OSError):
-        export.write_file(target, b"new")
+        rio.write_file(target, b"new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]  # no temporary file left
     monkeypatch.undo()
-    export.write_file(target, b"new")
+    rio.write_file(target, b"new")
     assert target.read_text() == "new"
     with pytest.raises(export.ExportError, match="folder .* does not exist"):
-        export.write_file(tmp_path / "missing" / "x.csv", b"")
+        rio.write_file(tmp_path / "missing" / "x.csv", b"")
 
 
 def test_format_from_extension_or_flag():

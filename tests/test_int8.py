@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from resnet_viz import ResNetConfig, build_model, preset
-from resnet_viz.int8 import (
+from resnet_viz.quantization.fake import calibration_batches, quantizable_layers
+from resnet_viz.quantization.int8 import (
     CompiledModel,
     QuantizationError,
     export_program,
@@ -19,7 +20,7 @@ from resnet_viz.int8 import (
     save_program,
     tensor_bytes,
 )
-from resnet_viz.quantize import accuracy, calibration_batches, quantizable_layers
+from resnet_viz.training import accuracy
 
 CPU = torch.device("cpu")
 TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))  # as conftest's `trained`

@@ -4,18 +4,16 @@ import pytest
 import torch
 
 from resnet_viz import ConfigError, ResNetConfig
-from resnet_viz.quantize import (
+from resnet_viz.quantization.fake import (
     Scheme,
-    accuracy,
     calibration_batches,
     fake_quantized,
-    mixed_precision_plan,
     quantizable_layers,
     quantize_weight,
-    sensitivity,
-    sweep,
     weight_bytes,
 )
+from resnet_viz.quantization.studies import mixed_precision_plan, sensitivity, sweep
+from resnet_viz.training import accuracy
 
 CPU = torch.device("cpu")
 TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))  # as conftest's `trained`
@@ -105,7 +103,7 @@ def test_bad_schemes(kwargs, message):
 
 def _train_tiny_checkpoint(tmp_path, capsys, epochs: int, batch_size: int):
     """Train TINY through the command line; the folder holding its checkpoint.pt."""
-    from resnet_viz.__main__ import main
+    from resnet_viz.cli import main
 
     run, arch = tmp_path / "run", tmp_path / "tiny.json"
     arch.write_text(TINY.to_json())
@@ -116,7 +114,7 @@ def _train_tiny_checkpoint(tmp_path, capsys, epochs: int, batch_size: int):
 
 
 def test_cli_quantize_sweep_and_sensitivity(trained, tmp_path, capsys):
-    from resnet_viz.__main__ import main
+    from resnet_viz.cli import main
 
     run = _train_tiny_checkpoint(tmp_path, capsys, epochs=1, batch_size=64)
     code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30",
@@ -133,7 +131,7 @@ def test_cli_quantize_sweep_and_sensitivity(trained, tmp_path, capsys):
                  "--mode", "qat", "--bits", "4", "--epochs", "1", "--out", str(tmp_path / "q")])
     out = capsys.readouterr().out
     assert code == 0 and "4-bit accuracy:" in out and "after 1 epochs" in out
-    from resnet_viz.train import load_checkpoint
+    from resnet_viz.training import load_checkpoint
 
     model, config, meta = load_checkpoint(tmp_path / "q" / "qat-checkpoint.pt")
     assert config == TINY and "after QAT" in meta["quantization"]
@@ -144,7 +142,7 @@ def test_cli_quantize_sweep_and_sensitivity(trained, tmp_path, capsys):
 def test_straight_through_rounding_trains_and_finishes_on_the_grid(trained):
     from torch.nn.utils import parametrize
 
-    from resnet_viz.quantize import finish_qat, prepare_qat
+    from resnet_viz.quantization.qat import finish_qat, prepare_qat
 
     model, data = trained
     prepared = prepare_qat(model, Scheme(bits=3), None)
@@ -161,7 +159,7 @@ def test_straight_through_rounding_trains_and_finishes_on_the_grid(trained):
 
 
 def test_quantization_aware_finetune_reports_before_and_after(trained):
-    from resnet_viz.quantize import quantization_aware_finetune
+    from resnet_viz.quantization.qat import quantization_aware_finetune
 
     model, data = trained
     result = quantization_aware_finetune(model, TINY, data, CPU, bits=3, epochs=2, lr=0.01, batch_size=32)
@@ -173,8 +171,8 @@ def test_quantization_aware_finetune_reports_before_and_after(trained):
 
 def test_cli_quantize_int8(tmp_path, capsys):
     pytest.importorskip("torchao")
-    from resnet_viz.__main__ import main
-    from resnet_viz.int8 import load_program
+    from resnet_viz.cli import main
+    from resnet_viz.quantization.int8 import load_program
 
     run = _train_tiny_checkpoint(tmp_path, capsys, epochs=2, batch_size=32)
     code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30",

@@ -21,7 +21,7 @@ from resnet_viz import PRESETS, ConfigError, build_model, preset, trace
 )
 def test_exact_parameter_and_mac_counts(name, overrides, params, macs):
     totals = trace(preset(name, **overrides)).totals
-    assert (totals["params"], totals["macs"], totals["flops"]) == (params, macs, 2 * macs)
+    assert (totals.params, totals.macs, totals.flops) == (params, macs, 2 * macs)
 
 
 def test_the_seeds_resnet20_shapes_read_from_hooks():
@@ -70,12 +70,12 @@ def test_every_preset_against_a_real_forward_flopcounter_and_torchinfo(name):
         model(torch.randn(batch, *cfg.input_shape))
     _remove_hooks(model)
     t = trace(model, batch_size=batch)
-    assert t.totals["macs"] == counter.get_total_flops() // 2
-    assert t.totals["flops"] == counter.get_total_flops()
+    assert t.totals.macs == counter.get_total_flops() // 2
+    assert t.totals.flops == counter.get_total_flops()
     traced = {layer.name: layer.output_shape for layer in t.layers if layer.kind == "module"}
     assert traced == real_shapes  # every module, read from hooks on the real forward
     info = torchinfo.summary(model, input_size=(1, *cfg.input_shape), verbose=0, device="cpu")
-    assert t.totals["params"] == info.total_params == cfg.num_params()
+    assert t.totals.params == info.total_params == cfg.num_params()
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet152"])
@@ -131,10 +131,10 @@ def test_batch_size_scales_counts_but_not_the_layer_list():
     one, many = trace(preset("resnet56")), trace(preset("resnet56"), batch_size=64)
     assert [x.name for x in one.layers] == [x.name for x in many.layers]
     assert all(b.output_shape == (64, *a.output_shape[1:]) for a, b in zip(one.layers, many.layers))
-    assert many.totals["macs"] == 64 * one.totals["macs"]
-    assert many.totals["macs_per_image"] == one.totals["macs"]
-    assert many.totals["activation_bytes"] == 64 * one.totals["activation_bytes"]
-    assert many.totals["params"] == one.totals["params"]
+    assert many.totals.macs == 64 * one.totals.macs
+    assert many.totals.macs_per_image == one.totals.macs
+    assert many.totals.activation_bytes == 64 * one.totals.activation_bytes
+    assert many.totals.params == one.totals.params
 
 
 def test_resolution_scales_conv_macs():
@@ -179,7 +179,7 @@ def test_frozen_parameters_are_not_trainable():
     for p in model.layer1.parameters():
         p.requires_grad_(False)
     totals = trace(model).totals
-    assert totals["params"] - totals["trainable_params"] == 14_016
+    assert totals.params - totals.trainable_params == 14_016
 
 
 def _empirical_receptive_field(model, layer, size=128):
@@ -217,10 +217,10 @@ def test_receptive_field_matches_the_gradient_footprint(name, layer):
 def test_peak_activation_memory_of_resnet20():
     t = trace(preset("resnet20"))
     # in a stage-1 block: the block input (kept for the skip), conv1's output and bn1's output
-    assert t.totals["peak_activation_bytes"] == 3 * 16 * 32 * 32 * 4
-    assert t.totals["input_bytes"] == 3 * 32 * 32 * 4
+    assert t.totals.peak_activation_bytes == 3 * 16 * 32 * 32 * 4
+    assert t.totals.input_bytes == 3 * 32 * 32 * 4
     assert t.training_bytes("sgd") < t.training_bytes("momentum") < t.training_bytes("adam")
-    assert t.training_bytes("adam") - t.training_bytes("momentum") == t.totals["param_bytes"]
+    assert t.training_bytes("adam") - t.training_bytes("momentum") == t.totals.param_bytes
 
 
 class _Odd(nn.Module):
@@ -249,7 +249,7 @@ def test_ops_without_a_shape_rule_fall_back_exactly():
     t = trace(model, input_size=(3, 20, 20), batch_size=3)
     assert t[""].output_shape == tuple(expected)
     assert {x.name: x.output_shape for x in t.layers if x.kind == "module"} == real
-    assert t.totals["macs"] == counter.get_total_flops() // 2
+    assert t.totals.macs == counter.get_total_flops() // 2
     ops = [x.type for x in t.layers if x.kind == "op"]
     assert ops == ["mul", "cat", "sigmoid", "mean", "view", "transpose", "matmul", "sum", "add"]
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from resnet_viz import ConfigError, ResNetConfig, build_model, preset
-from resnet_viz.__main__ import main
+from resnet_viz.cli import main
 from resnet_viz.data import load_dataset, synthetic_dataset
 from resnet_viz.jobs import TrainingJob
-from resnet_viz.train import (
-    CheckpointError,
+from resnet_viz.errors import CheckpointError
+from resnet_viz.training import (
     Trainer,
     TrainSettings,
     evaluate_checkpoint,
@@ -22,7 +22,7 @@ from resnet_viz.train import (
     lr_factor,
     param_groups,
 )
-from resnet_viz.watch import block_activity, gradient_norms
+from resnet_viz.training.watch import block_activity, gradient_norms
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "cifar10-jpeg-train.tar.gz"

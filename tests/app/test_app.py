@@ -9,8 +9,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from resnet_viz import ResNetConfig, preset
-from resnet_viz.__main__ import _run_setup, build_parser
-from resnet_viz.compare import CIFAR_DEPTHS
+from resnet_viz.cli import build_parser
+from resnet_viz.cli.train import run_setup as _run_setup
+from resnet_viz.views.compare import CIFAR_DEPTHS
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGES = ["app_pages/overview.py", "app_pages/layers.py", "app_pages/diagram.py", "app_pages/compare.py"]

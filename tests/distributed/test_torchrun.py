@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_viz.distributed import World
+from resnet_viz.training.distributed import World
 from tests.distributed.worker import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,14 +147,14 @@ def test_cli_ctrl_c_on_one_process_ends_every_process_cleanly(tmp_path):
 
 FAIL_ON_RANK_1 = """
 import sys, torch
-from resnet_viz import distributed, train
-from resnet_viz.__main__ import main
-real = train.Trainer._forward_backward
+from resnet_viz import training
+from resnet_viz.cli import main
+real = training.Trainer._forward_backward
 def failing(self, *args):
     if self.world.rank == 1 and self.settings.epochs:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     return real(self, *args)
-train.Trainer._forward_backward = failing
+training.Trainer._forward_backward = failing
 sys.exit(main(sys.argv[1:]))
 """
 

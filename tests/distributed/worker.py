@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from resnet_viz import ResNetConfig, distributed
+from resnet_viz import ResNetConfig
 from resnet_viz.data import synthetic_dataset
-from resnet_viz.train import Trainer, TrainSettings, load_resume
+from resnet_viz.training import Trainer, TrainSettings, distributed, load_resume
 
 TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))
 

@@ -30,13 +30,11 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from .export import write_file
+from ..errors import QuantizationError
+from ..formatting import first_line
+from ..io import write_file
 
 MAX_BATCH = 1 << 16  # the largest batch an exported program accepts
-
-
-class QuantizationError(Exception):
-    """A model that cannot be quantized, saved, loaded or compiled here; the message says why."""
 
 
 # -- BatchNorm folding -------------------------------------------------------------------------------------
@@ -91,7 +89,7 @@ def export_program(model: nn.Module, input_shape: tuple[int, ...]) -> torch.fx.G
     try:
         return torch.export.export(folded, (example,), dynamic_shapes=({0: batch},), strict=True).module()
     except Exception as e:  # export raises many kinds of errors for code it cannot capture
-        raise QuantizationError(f"torch.export cannot capture the model: {_first_line(e)}") from None
+        raise QuantizationError(f"torch.export cannot capture the model: {first_line(e)}") from None
 
 
 def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> torch.fx.GraphModule:
@@ -110,7 +108,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor]) -> torc
                 prepared(x)
         converted = convert_pt2e(prepared)
     except Exception as e:  # torchao raises ValueError, AssertionError and more for patterns it cannot take
-        raise QuantizationError(f"torchao cannot quantize the model: {_first_line(e)}") from None
+        raise QuantizationError(f"torchao cannot quantize the model: {first_line(e)}") from None
     return _drop_unused_tensors(converted)
 
 
@@ -174,7 +172,7 @@ def program_bytes(program: torch.fx.GraphModule) -> bytes:
                 node.meta.pop(key, None)
         torch.export.save(exported, buffer)
     except Exception as e:  # export raises many kinds of errors
-        raise QuantizationError(f"the program cannot be saved: {_first_line(e)}") from None
+        raise QuantizationError(f"the program cannot be saved: {first_line(e)}") from None
     return buffer.getvalue()
 
 
@@ -197,7 +195,7 @@ def load_program(path: str | Path) -> torch.fx.GraphModule:
         raise QuantizationError(f"{path.name} holds pickled objects other than tensors, so it is refused: only "
                                 "tensors and plain data are read") from None
     except Exception as e:  # zip, JSON and schema errors, among others
-        raise QuantizationError(f"{path.name} is not a readable exported program ({_first_line(e)[:160]})") from None
+        raise QuantizationError(f"{path.name} is not a readable exported program ({first_line(e, 160)})") from None
 
 
 def _register_quantized_ops() -> None:
@@ -254,7 +252,7 @@ class CompiledModel:
                 return self._run(x.to("cpu", torch.float32))
         except torch._dynamo.exc.BackendCompilerFailed as e:
             raise QuantizationError(f"Inductor cannot compile the program (it needs a C++ compiler such as g++): "
-                                    f"{_first_line(e.inner_exception)}") from None
+                                    f"{first_line(e.inner_exception)}") from None
 
     __call__ = predict
 
@@ -307,11 +305,6 @@ def images_per_s(model, shape: tuple[int, ...], batch: int = 256, runs: int = 10
         return batch * runs / (time.perf_counter() - start)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     """The model (float32, or an int8 program as QuantizeLinear/DequantizeLinear pairs) as an ONNX file, for
     Netron or ONNX Runtime; any batch size. Needs the onnx and onnxscript packages."""
@@ -330,5 +323,5 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
         except ImportError as e:
             raise QuantizationError(f"ONNX export needs the onnx and onnxscript packages ({e})") from None
         except Exception as e:  # the exporter raises many kinds of errors for graphs it cannot translate
-            raise QuantizationError(f"the model cannot be exported to ONNX: {_first_line(e)}") from None
+            raise QuantizationError(f"the model cannot be exported to ONNX: {first_line(e)}") from None
         return path.read_bytes()

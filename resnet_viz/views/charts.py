@@ -11,8 +11,9 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.colors import qualitative
 
-from .tables import display_name, human, human_bytes
-from .trace import Layer, Trace, format_shape
+from ..formatting import format_shape, human, human_bytes
+from ..tracing import Layer, Trace
+from .tables import display_name
 
 # Colours belong to parts of the network, never to a model, so the same stage looks the same in every chart.
 PART_COLOURS = {"stem": "#7F7F7F", "head": "#3B3B3B", "model": "#000000"}
@@ -31,7 +32,7 @@ def stage_colour(stage: str) -> str:
 def params_by_stage(trace: Trace) -> go.Figure:
     """Parameters of the stem, each stage and the head, labelled with the count and the share of the total."""
     table = trace.stage_table()
-    total = trace.totals["params"]
+    total = trace.totals.params
     labels = [f"{p:,} ({_percent(p, total)})" for p in table["params"]]
     hover = [f"{stage}<br>{p:,} parameters<br>{_percent(p, total)} of {total:,}"
              for stage, p in zip(table["stage"], table["params"])]
@@ -44,7 +45,7 @@ def params_by_stage(trace: Trace) -> go.Figure:
 
 def params_by_layer(trace: Trace) -> go.Figure:
     """One bar per layer that holds parameters (conv, BN, fc), in network order, coloured by stage."""
-    total = trace.totals["params"]
+    total = trace.totals.params
     # a module called twice holds its parameters once: count them at its first call
     layers = [layer for layer in trace.layers
               if layer.leaf and layer.kind == "module" and layer.params > 0 and "#" not in layer.name]
@@ -58,7 +59,7 @@ def params_by_layer(trace: Trace) -> go.Figure:
 def macs_by_layer(trace: Trace) -> go.Figure:
     """One bar per layer that multiplies (convs, fc): its multiply-accumulates for the traced batch."""
     layers = [layer for layer in trace.layers if layer.leaf and layer.macs > 0]
-    total = trace.totals["macs"]
+    total = trace.totals.macs
     return _bars_by_stage(
         trace, layers, [layer.macs for layer in layers],
         lambda layer: f"{layer.macs:,} MACs ({human(layer.macs)})<br>{_percent(layer.macs, total)} of {total:,}",
@@ -72,7 +73,7 @@ def memory_by_layer(trace: Trace) -> go.Figure:
     return _bars_by_stage(
         trace, layers, [layer.alloc_bytes for layer in layers],
         lambda layer: f"{layer.alloc_bytes:,} bytes ({human_bytes(layer.alloc_bytes)})<br>"
-                      f"output {_output_text(layer)}",
+                      f"output {format_shape(layer.output_shape)}",
         f"Activation memory per layer of {trace.model_name} (bytes each layer writes, batch of "
         f"{trace.batch_size}; in-place ReLUs and views write none)",
         "bytes",
@@ -168,13 +169,6 @@ def _layout(fig: go.Figure, title: str, x_title: str, y_title: str) -> go.Figure
 
 def _percent(part: float, total: float) -> str:
     return f"{100 * part / total:.1f}%" if total else "–"
-
-
-def _output_text(layer: Layer) -> str:
-    out = layer.output_shape
-    if isinstance(out, tuple):
-        return format_shape(out)
-    return "; ".join(format_shape(shape) for shape in out or [])
 
 
 # -- a training run --------------------------------------------------------------------------------------

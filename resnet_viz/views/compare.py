@@ -14,8 +14,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .config import ResNetConfig, preset
-from .trace import Trace, trace
+from ..config import ResNetConfig, preset
+from ..tracing import Trace, trace
 
 CIFAR_DEPTHS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
 
@@ -77,9 +77,9 @@ def depth_study(shortcut: str = "A") -> pd.DataFrame:
     for name in CIFAR_DEPTHS:
         config = preset(name, shortcut=shortcut)
         totals = trace(config).totals
-        rows.append({"model": name, "layers": config.depth, "params": totals["params"],
-                     "params_m": round(totals["params"] / 1e6, 2), "paper_params_m": PUBLISHED_PARAMS_M[name],
-                     "macs": totals["macs_per_image"]})
+        rows.append({"model": name, "layers": config.depth, "params": totals.params,
+                     "params_m": round(totals.params / 1e6, 2), "paper_params_m": PUBLISHED_PARAMS_M[name],
+                     "macs": totals.macs_per_image})
     return pd.DataFrame(rows)
 
 
@@ -101,9 +101,9 @@ def comparison_charts(comparison: Comparison) -> dict[str, go.Figure]:
 def _totals_row(label: str, t: Trace) -> dict[str, object]:
     config = t.config
     return {"name": label, "description": config.describe(), "depth": config.depth, "blocks": sum(config.blocks),
-            "params": t.totals["params"], "macs": t.totals["macs_per_image"],
-            "flops": 2 * t.totals["macs_per_image"], "activation_bytes": t.totals["activation_bytes"],
-            "peak_activation_bytes": t.totals["peak_activation_bytes"]}
+            "params": t.totals.params, "macs": t.totals.macs_per_image,
+            "flops": 2 * t.totals.macs_per_image, "activation_bytes": t.totals.activation_bytes,
+            "peak_activation_bytes": t.totals.peak_activation_bytes}
 
 
 def _stage_rows(label: str, t: Trace) -> pd.DataFrame:

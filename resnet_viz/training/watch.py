@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .model import BasicBlock, Bottleneck
+from ..model import BasicBlock, Bottleneck
 
 
 def residual_blocks(model: nn.Module) -> dict[str, nn.Module]:

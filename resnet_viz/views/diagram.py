@@ -1,4 +1,4 @@
-"""Block diagrams of a Trace as Graphviz DOT, and torchview's computational graph.
+"""Block diagrams of a Trace as Graphviz DOT.
 
 Three levels of detail, all drawn from the data flow the tracer recorded:
 
@@ -10,24 +10,23 @@ Three levels of detail, all drawn from the data flow the tracer recorded:
 Runs of identical blocks can fold into one cluster marked "×N", which keeps ResNet-110
 and ResNet-152 readable. Building the DOT text needs no Graphviz program; rendering it
 to SVG, PNG or PDF needs ``dot`` (see ``export.py``); a browser can draw the DOT itself.
+torchview's graph of every tensor operation is in ``graph.py``.
 """
 
 from __future__ import annotations
 
-import copy
 import html
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import graphviz
-from torch import nn
 
-from .config import ResNetConfig
-from .tables import human, human_bytes
-from .trace import Layer, Trace
+from ..formatting import human, human_bytes, shape_text
+from ..tracing import Layer, Trace
+from .graph import DIRECTIONS
+from .structure import ResidualBlock, ancestors, fold_runs, layer_label, residual_blocks
 
 LEVELS = ("stage", "block", "layer")
-DIRECTIONS = ("TB", "LR")
 
 # kind -> (fill colour, legend text)
 KINDS: dict[str, tuple[str, str]] = {
@@ -55,52 +54,6 @@ def kind_of(layer: Layer) -> str:
     return _TYPE_KIND.get(layer.type, "other")
 
 
-def shape_text(shape) -> str:
-    """(N, C, H, W) -> '(C,H,W)', the seed study's notation."""
-    if shape is None:
-        return ""
-    if isinstance(shape, list):
-        return " ".join(shape_text(s) for s in shape)
-    return "(" + ",".join(str(s) for s in shape[1:]) + ")"
-
-
-def _k(pair) -> str:
-    return f"{pair[0]}×{pair[1]}"
-
-
-def _stride(pair) -> str:
-    return "" if pair is None or pair == (1, 1) else (f", /{pair[0]}" if pair[0] == pair[1] else f", /{_k(pair)}")
-
-
-def layer_label(layer: Layer) -> str:
-    """A layer in the study's words: 'conv 3×3, 32, /2', 'avg pool 8×8', 'fc 64→10'."""
-    out, ins = layer.output_shape, layer.input_shapes
-    if layer.type == "Conv2d":
-        return f"conv {_k(layer.kernel)}, {out[1]}{_stride(layer.stride)}"
-    if layer.type == "BatchNorm2d":
-        return "BN"
-    if layer.type in ("ReLU", "relu"):
-        return "ReLU"
-    if layer.type in ("MaxPool2d", "AvgPool2d"):
-        return f"{'max' if layer.type == 'MaxPool2d' else 'avg'} pool {_k(layer.kernel)}{_stride(layer.stride)}"
-    if layer.type == "AdaptiveAvgPool2d":
-        return f"avg pool {_k(layer.kernel)}"
-    if layer.type == "Linear":
-        return f"fc {ins[0][-1]}→{out[-1]}"
-    if layer.type == "add":
-        return "+"
-    if layer.type == "ZeroPadShortcut":
-        return _zero_pad_text(layer)
-    return layer.type
-
-
-def _zero_pad_text(layer: Layer) -> str:
-    (_, c_in, h_in, _), (_, c_out, h_out, _) = layer.input_shapes[0], layer.output_shape
-    stride = -(-h_in // h_out)
-    sub = f"subsample /{stride}, " if stride > 1 else ""
-    return f"zero-pad {sub}+{c_out - c_in} ch"
-
-
 def _tooltip(trace: Trace, layer: Layer) -> str:
     parts = [layer.name or trace.model_name, layer.type, f"out {shape_text(layer.output_shape)}"]
     if layer.params:
@@ -109,75 +62,6 @@ def _tooltip(trace: Trace, layer: Layer) -> str:
         parts.append(f"{human(layer.macs)} MACs")
     parts.append(f"{human_bytes(layer.output_bytes)} out")
     return " · ".join(parts)
-
-
-# -- the network's structure, read from the trace ----------------------------------------------
-
-
-@dataclass
-class ResidualBlock:
-    name: str
-    layer: Layer
-    rows: list[Layer]  # everything inside, in order
-    skip: str  # what the skip path is, in words
-    downsamples: bool
-    signature: tuple = ()
-    folded: list[str] = field(default_factory=list)  # identical blocks this one stands for (itself first)
-
-
-def _inside(name: str, container: str) -> bool:
-    return name.startswith(container + ".")
-
-
-def residual_blocks(trace: Trace) -> dict[str, ResidualBlock]:
-    """Residual blocks: the modules whose own forward runs an addition."""
-    names = set(x.parent for x in trace.layers if x.kind == "op" and x.type == "add")
-    rows_of: dict[str, list[Layer]] = {name: [] for name in names}
-    for row in trace.layers:
-        parent = row.parent
-        while parent and parent not in names:
-            parent = trace[parent].parent
-        if parent:
-            rows_of[parent].append(row)
-    blocks = {}
-    for name in (x.name for x in trace.layers if x.name in names):
-        layer, rows = trace[name], rows_of[name]
-        shortcut = [x for x in rows if _inside(x.name, f"{name}.downsample") or x.name == f"{name}.downsample"]
-        leaves = [x for x in shortcut if x.leaf]
-        if not leaves:
-            skip = "identity"
-        elif [x.type for x in leaves] == ["Conv2d", "BatchNorm2d"]:
-            skip = f"1×1 conv, {leaves[0].output_shape[1]}{_stride(leaves[0].stride)} + BN"
-        else:
-            skip = " + ".join(layer_label(x) for x in leaves)
-        ins, out = layer.input_shapes[0], layer.output_shape
-        signature = (ins[1:], tuple((x.name[len(name):], x.type, layer_label(x), shape_text(x.output_shape))
-                                    for x in rows))
-        blocks[name] = ResidualBlock(name, layer, rows, skip, ins[1:] != out[1:], signature)
-    return blocks
-
-
-def _fold(blocks: dict[str, ResidualBlock]) -> dict[str, str]:
-    """Fold runs of identical consecutive blocks; returns member name -> representative name."""
-    represent: dict[str, str] = {}
-    run: list[ResidualBlock] = []
-
-    def close():
-        if run:
-            run[0].folded = [b.name for b in run]
-            for b in run[1:]:
-                represent[b.name] = run[0].name
-        run.clear()
-
-    for block in blocks.values():
-        same_stage = run and run[0].layer.parent == block.layer.parent
-        if same_stage and block.signature == run[0].signature:
-            run.append(block)
-        else:
-            close()
-            run.append(block)
-    close()
-    return represent
 
 
 # -- graph building -----------------------------------------------------------------------------
@@ -264,12 +148,12 @@ def block_diagram(
     if heat:
         fold = False
         title += f" · blocks painted by {heat_label} ({min(heat.values()):.3g} to {max(heat.values()):.3g})"
-    return _detailed_diagram(trace, level, direction, fold, legend, wrap, title, heat or {})
+    return _Detailed(trace, level, fold, wrap, heat or {}).draw(direction, title, legend)
 
 
 def _title(trace: Trace) -> str:
     t = trace.totals
-    return f"{trace.model_name} · {t['params']:,} parameters · {human(t['macs_per_image'])} MACs per image"
+    return f"{trace.model_name} · {t.params:,} parameters · {human(t.macs_per_image)} MACs per image"
 
 
 def _stage_diagram(trace: Trace, direction: str, title: str, legend: bool) -> graphviz.Digraph:
@@ -327,110 +211,109 @@ def _compact(labels: list[str]) -> list[str]:
     return lines
 
 
-def _detailed_diagram(trace: Trace, level: str, direction: str, fold: bool, legend: bool, wrap: bool,
-                      title: str, heat: dict[str, float]) -> graphviz.Digraph:
-    g = _new_graph(trace, direction, title)
-    blocks = residual_blocks(trace)
-    represent = _fold(blocks) if fold else {}
-    block_of = {}  # row name -> its block (innermost)
-    for block in blocks.values():
-        for row in block.rows:
-            block_of[row.name] = block
+class _Detailed:
+    """A block- or layer-level diagram: every leaf layer a node, inside the clusters of its stage and block; runs
+    of identical blocks drawn once where ``fold``."""
 
-    def hidden(row: Layer) -> bool:
-        block = block_of.get(row.name)
+    def __init__(self, trace: Trace, level: str, fold: bool, wrap: bool, heat: dict[str, float]):
+        self.trace, self.level, self.wrap, self.heat = trace, level, wrap, heat
+        self.blocks = residual_blocks(trace)
+        self.represent = fold_runs(self.blocks) if fold else {}
+        self.block_of = {row.name: block for block in self.blocks.values() for row in block.rows}  # innermost block
+        self.all_leaves = [x for x in trace.layers if x.leaf and x.depth > 0]
+        self.leaves = [x for x in self.all_leaves if not self.hidden(x)]
+        self.kinds = {"io"}
+
+    def hidden(self, row: Layer) -> bool:
+        block = self.block_of.get(row.name)
         if block is None:
             return False
-        if block.name in represent:
+        if block.name in self.represent:
             return True  # folded into the block it repeats
-        return level == "block" and row.name.startswith(f"{block.name}.downsample")
+        return self.level == "block" and row.name.startswith(f"{block.name}.downsample")
 
-    def shown(name: str) -> str:
+    def shown(self, name: str) -> str:
         """The node a row's output appears at once blocks are folded."""
-        block = block_of.get(name)
-        rep = represent.get(block.name) if block else None
+        block = self.block_of.get(name)
+        rep = self.represent.get(block.name) if block else None
         return name if rep is None else rep + name[len(block.name):]
 
-    root = _Cluster("root", {})
-    kinds = {"io"}
-    stem = _Cluster("stem", {"label": "stem", "style": "dashed", "color": "#999999"})
-    # the input heads the stem's column, so that every column starts on the same rank
-    stem.nodes.append(("input", _node_attrs(f"input\n{shape_text(trace.layers[0].input_shapes[0])}", "io")))
-    root.children["stem"] = stem
-    leaves = [x for x in trace.layers if x.leaf and x.depth > 0]
-    for row in leaves:
-        if hidden(row):
-            continue
-        cluster = root
-        for ancestor in _ancestors(trace, row):
-            if level == "block" and ancestor.name.endswith("downsample"):
-                break
-            cluster = cluster.children.setdefault(
-                ancestor.name, _Cluster(ancestor.name, _cluster_attrs(trace, ancestor, blocks, heat)))
-        if trace.stage_of(row) == "stem":
-            cluster = stem
-        elif trace.stage_of(row) == "head":
-            cluster = root.children.setdefault("head", _Cluster("head", {"label": "head", "style": "dashed",
-                                                                         "color": "#999999"}))
-        kinds.add(kind_of(row))
-        cluster.nodes.append((row.name, _node_attrs(layer_label(row), kind_of(row), _tooltip(trace, row))))
+    def clusters(self) -> _Cluster:
+        trace, root = self.trace, _Cluster("root", {})
+        stem = _Cluster("stem", {"label": "stem", "style": "dashed", "color": "#999999"})
+        # the input heads the stem's column, so that every column starts on the same rank
+        stem.nodes.append(("input", _node_attrs(f"input\n{shape_text(trace.layers[0].input_shapes[0])}", "io")))
+        root.children["stem"] = stem
+        for row in self.leaves:
+            cluster = root
+            for ancestor in ancestors(trace, row):
+                if self.level == "block" and ancestor.name.endswith("downsample"):
+                    break
+                cluster = cluster.children.setdefault(
+                    ancestor.name, _Cluster(ancestor.name, _cluster_attrs(trace, ancestor, self.blocks, self.heat)))
+            if trace.stage_of(row) == "stem":
+                cluster = stem
+            elif trace.stage_of(row) == "head":
+                cluster = root.children.setdefault("head", _Cluster("head", {"label": "head", "style": "dashed",
+                                                                             "color": "#999999"}))
+            self.kinds.add(kind_of(row))
+            cluster.nodes.append((row.name, _node_attrs(layer_label(row), kind_of(row), _tooltip(trace, row))))
+        return root
 
-    edges: dict[tuple[str, str], dict[str, str]] = {}
-    for row in leaves:
-        if hidden(row):
-            continue
-        block = block_of.get(row.name)
-        for source in row.sources:
-            source_row = trace[source] if source != "input" else None
-            attrs: dict[str, str] = {}
-            if source_row is not None and hidden(source_row) and block_of.get(source) is block:
-                # a projection folded into the skip edge: draw it from the shortcut's own input
-                shortcut = trace[f"{block.name}.downsample"]
-                source, source_row = shortcut.sources[0], trace[shortcut.sources[0]]
-                attrs = _skip_attrs(block.skip)
-            elif block is not None and source != "input" and block_of.get(source) is not block and (
-                    row.type == "add" or "downsample" in row.name[len(block.name):]):
-                attrs = _skip_attrs("identity" if row.type == "add" else "")
-            crossing = source == "input" or block_of.get(shown(source)) is not block_of.get(row.name)
-            if crossing and "label" not in attrs:
-                shape = trace.layers[0].input_shapes[0] if source == "input" else source_row.output_shape
-                attrs["label"] = shape_text(shape)
-            if wrap and source != "input" and trace.stage_of(source_row) != trace.stage_of(row):
-                # each part (stem, stages, head) starts its own column, or row when drawn left to right;
-                # an xlabel, unlike a label, takes no rank
-                attrs["constraint"] = "false"
-                if "label" in attrs:
-                    attrs["xlabel"] = attrs.pop("label")
-            edges.setdefault((shown(source), row.name), attrs)
-    root.emit(g)
-    for (u, v), attrs in edges.items():
-        g.edge(u, v, **attrs)
-    last = leaves[-1].name if leaves else "input"
-    g.node("output", **_node_attrs(f"output\n{shape_text(trace.layers[0].output_shape)}", "io"))
-    g.edge(shown(last), "output", label=shape_text(trace.layers[0].output_shape))
-    if legend:
-        downsampling = any(b.downsamples for b in blocks.values())
-        if level == "layer" and any(b.skip != "identity" for b in blocks.values()):
-            kinds.add("shortcut")  # the shortcut clusters' fill
-        _legend(g, title, kinds, folded=bool(represent), downsampling=downsampling)
-    return g
+    def edges(self) -> dict[tuple[str, str], dict[str, str]]:
+        edges: dict[tuple[str, str], dict[str, str]] = {}
+        for row in self.leaves:
+            for source in row.sources:
+                source, attrs = self._edge(row, source)
+                edges.setdefault((self.shown(source), row.name), attrs)
+        return edges
 
+    def _edge(self, row: Layer, source: str) -> tuple[str, dict[str, str]]:
+        """Where the edge into ``row`` from ``source`` starts, and how it looks."""
+        trace, block = self.trace, self.block_of.get(row.name)
+        source_row = trace[source] if source != "input" else None
+        attrs: dict[str, str] = {}
+        if source_row is not None and self.hidden(source_row) and self.block_of.get(source) is block:
+            # a projection folded into the skip edge: draw it from the shortcut's own input
+            shortcut = trace[f"{block.name}.downsample"]
+            source, source_row = shortcut.sources[0], trace[shortcut.sources[0]]
+            attrs = _skip_attrs(block.skip)
+        elif block is not None and source != "input" and self.block_of.get(source) is not block and (
+                row.type == "add" or "downsample" in row.name[len(block.name):]):
+            attrs = _skip_attrs("identity" if row.type == "add" else "")
+        crossing = source == "input" or self.block_of.get(self.shown(source)) is not block
+        if crossing and "label" not in attrs:
+            shape = trace.layers[0].input_shapes[0] if source == "input" else source_row.output_shape
+            attrs["label"] = shape_text(shape)
+        if self.wrap and source != "input" and trace.stage_of(source_row) != trace.stage_of(row):
+            # each part (stem, stages, head) starts its own column, or row when drawn left to right;
+            # an xlabel, unlike a label, takes no rank
+            attrs["constraint"] = "false"
+            if "label" in attrs:
+                attrs["xlabel"] = attrs.pop("label")
+        return source, attrs
+
+    def draw(self, direction: str, title: str, legend: bool) -> graphviz.Digraph:
+        g = _new_graph(self.trace, direction, title)
+        self.clusters().emit(g)
+        for (u, v), attrs in self.edges().items():
+            g.edge(u, v, **attrs)
+        last = self.all_leaves[-1].name if self.all_leaves else "input"
+        output = self.trace.layers[0].output_shape
+        g.node("output", **_node_attrs(f"output\n{shape_text(output)}", "io"))
+        g.edge(self.shown(last), "output", label=shape_text(output))
+        if legend:
+            blocks = self.blocks.values()
+            if self.level == "layer" and any(b.skip != "identity" for b in blocks):
+                self.kinds.add("shortcut")  # the shortcut clusters' fill
+            _legend(g, title, self.kinds, folded=bool(self.represent), downsampling=any(b.downsamples for b in blocks))
+        return g
 
 def _skip_attrs(label: str) -> dict[str, str]:
     attrs = {"style": "dashed", "color": SKIP_COLOUR, "fontcolor": SKIP_COLOUR, "penwidth": "1.4"}
     if label:
         attrs["label"] = label
     return attrs
-
-
-def _ancestors(trace: Trace, row: Layer) -> list[Layer]:
-    """Containers above a row, outermost first, without the model itself."""
-    chain = []
-    parent = row.parent
-    while parent:
-        chain.append(trace[parent])
-        parent = trace[parent].parent
-    return chain[::-1]
 
 
 def _heat_colour(value: float, top: float) -> str:
@@ -466,41 +349,3 @@ def _cluster_attrs(trace: Trace, container: Layer, blocks: dict[str, ResidualBlo
         label += f"  ·  {heat[container.name]:.3g}"
     attrs["label"] = label
     return attrs
-
-
-# -- torchview ----------------------------------------------------------------------------------
-
-
-def computational_graph(
-    config_or_model: ResNetConfig | nn.Module,
-    input_size: tuple[int, int, int] | None = None,
-    depth: int = 3,
-    expand_nested: bool = True,
-    direction: str = "TB",
-    batch_size: int = 1,
-) -> graphviz.Digraph:
-    """torchview's graph of every tensor operation, on the meta device.
-
-    It runs on a private copy of the network, so the caller's model is never moved or changed.
-    """
-    import torchview
-
-    from .model import build_model
-
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
-    if isinstance(config_or_model, ResNetConfig):
-        config, model = config_or_model, build_model(config_or_model, device="meta")
-    else:
-        config = getattr(config_or_model, "config", None)
-        model = build_model(config, device="meta") if isinstance(config, ResNetConfig) else copy.deepcopy(
-            config_or_model).to("meta")
-    if input_size is None:
-        if not isinstance(config, ResNetConfig):
-            raise ValueError("input_size (C, H, W) is needed for a model that was not built from a config")
-        input_size = config.input_shape
-    graph = torchview.draw_graph(
-        model, input_size=(batch_size, *input_size), device="meta", depth=depth, expand_nested=expand_nested,
-        graph_dir=direction, graph_name=getattr(config, "name", type(model).__name__), mode="eval",
-    )
-    return graph.visual_graph

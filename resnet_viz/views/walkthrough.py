@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .diagram import layer_label, residual_blocks, shape_text
-from .trace import Trace
+from ..formatting import shape_text
+from ..tracing import Trace
+from .structure import layer_label, residual_blocks
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,20 @@
 """Files for docs: diagrams (svg png pdf dot), tables (csv json md tex), charts (html, or png svg pdf).
 
-Every function here returns bytes; ``write_file`` puts them on disk whole or not at
+Every function here returns bytes; ``resnet_viz.io.write_file`` puts them on disk whole or not at
 all (a temporary file beside the target, then an atomic rename).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import graphviz
 
+from ..errors import ExportError
+from ..tracing import Trace
 from . import tables
-from .trace import Trace
 
 DIAGRAM_FORMATS = ("svg", "png", "pdf", "dot")
 TABLE_FORMATS = ("csv", "json", "md", "tex")
@@ -29,10 +28,6 @@ NEEDS_KALEIDO = (
     "static chart images need the kaleido package and a Chrome or Chromium browser "
     "(pip install kaleido; Debian/Ubuntu: apt-get install chromium) — HTML charts work without them"
 )
-
-
-class ExportError(Exception):
-    """A file that cannot be made here; the message says what to install or change."""
 
 
 class GraphvizCrash(ExportError):
@@ -119,23 +114,6 @@ def figure_bytes(figure, fmt: str) -> bytes:
         if "kaleido" in str(e).lower() or "chrom" in str(e).lower() or isinstance(e, ImportError):
             raise ExportError(NEEDS_KALEIDO) from None
         raise ExportError(f"the chart image could not be made: {e}") from None
-
-
-def write_file(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` whole or not at all."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ExportError(f"folder {str(folder)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def format_of(path: str | Path, fmt: str | None, allowed: tuple[str, ...], what: str) -> str:

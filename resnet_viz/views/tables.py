@@ -11,27 +11,13 @@ import numbers
 import re
 from collections.abc import Iterable, Sequence
 
-from .trace import Layer, Trace, format_shape
+from ..formatting import format_pair, format_shape, human, human_bytes
+from ..tracing import Layer, Trace
 
 # Columns of the compact views (text and Markdown); CSV and JSON carry every field.
 COMPACT = ("layer", "type", "output_shape", "params", "macs", "receptive_field")
 HEADERS = {"layer": "Layer", "type": "Type", "output_shape": "Output shape", "params": "Params",
            "macs": "MACs", "receptive_field": "RF"}
-
-
-def human(n: float, unit: str = "") -> str:
-    """1234567 -> '1.23 M'."""
-    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= factor:
-            return f"{n / factor:.2f} {prefix}{unit}"
-    return f"{n:g} {unit}".rstrip()
-
-
-def human_bytes(n: float) -> str:
-    for factor, name in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= factor:
-            return f"{n / factor:.2f} {name}"
-    return f"{int(n)} B"
 
 
 def select(trace: Trace, depth: int | None = None, parts: Iterable[str] | None = None,
@@ -60,17 +46,13 @@ def compact_rows(trace: Trace, depth: int | None = None, indent: str = "  ",
                  layers: Sequence[Layer] | None = None) -> list[dict[str, str]]:
     rows = []
     for layer in _rows(trace, depth, layers):
-        out = layer.output_shape
-        shape = "" if out is None else format_shape(out) if isinstance(out, tuple) else "; ".join(
-            format_shape(s) for s in out)
-        rf = layer.receptive_field
         rows.append({
             "layer": indent * layer.depth + display_name(trace, layer),
             "type": layer.type,
-            "output_shape": shape,
+            "output_shape": format_shape(layer.output_shape),
             "params": f"{layer.params:,}" if layer.kind == "module" else "",
             "macs": f"{layer.macs:,}",
-            "receptive_field": "" if rf is None else (str(rf[0]) if rf[0] == rf[1] else f"{rf[0]}×{rf[1]}"),
+            "receptive_field": format_pair(layer.receptive_field),
         })
     return rows
 
@@ -80,13 +62,13 @@ def totals_lines(trace: Trace) -> list[tuple[str, str]]:
     t = trace.totals
     per = f"for a batch of {trace.batch_size}" if trace.batch_size > 1 else "per image"
     return [
-        ("Parameters", f"{t['params']:,} ({t['trainable_params']:,} trainable; {human_bytes(t['param_bytes'])})"),
-        ("MACs", f"{t['macs']:,} ({human(t['macs'])}; multiply-accumulates of conv and linear layers, {per})"),
-        ("FLOPs", f"{t['flops']:,} ({human(t['flops'])}; 2 × MACs, as FlopCounterMode counts)"),
-        ("All ops", f"{t['all_ops']:,} ({human(t['all_ops'])}; FLOPs + bias, BN, ReLU, add and pooling)"),
-        ("Activations", f"{human_bytes(t['activation_bytes'])} written by a forward pass; "
-                        f"{human_bytes(t['peak_activation_bytes'])} live at the peak"),
-        ("Training memory", f"{human_bytes(t['training_bytes'])} estimated for one step at batch "
+        ("Parameters", f"{t.params:,} ({t.trainable_params:,} trainable; {human_bytes(t.param_bytes)})"),
+        ("MACs", f"{t.macs:,} ({human(t.macs)}; multiply-accumulates of conv and linear layers, {per})"),
+        ("FLOPs", f"{t.flops:,} ({human(t.flops)}; 2 × MACs, as FlopCounterMode counts)"),
+        ("All ops", f"{t.all_ops:,} ({human(t.all_ops)}; FLOPs + bias, BN, ReLU, add and pooling)"),
+        ("Activations", f"{human_bytes(t.activation_bytes)} written by a forward pass; "
+                        f"{human_bytes(t.peak_activation_bytes)} live at the peak"),
+        ("Training memory", f"{human_bytes(t.training_bytes)} estimated for one step at batch "
                             f"{trace.batch_size} (activations + weights + gradients + SGD momentum)"),
     ]
 
@@ -173,7 +155,7 @@ def to_latex(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | N
     lines += [
         "\\bottomrule",
         "\\end{tabular}",
-        f"\\caption{{{_tex(describe(trace))}: {t['params']:,} parameters, {_tex(human(t['macs']))} MACs "
+        f"\\caption{{{_tex(describe(trace))}: {t.params:,} parameters, {_tex(human(t.macs))} MACs "
         f"(multiply-accumulates of conv and linear layers; FLOPs = 2 $\\times$ MACs).}}",
         "\\end{table}",
     ]

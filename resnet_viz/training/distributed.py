@@ -9,20 +9,14 @@ learning-rate schedule mean what they mean on one device. Only rank 0 writes fil
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from .config import PRESETS, ConfigError, ResNetConfig
-
-if TYPE_CHECKING:
-    from .train import TrainSettings
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -149,68 +143,3 @@ def _env(name: str) -> int:
         return int(os.environ.get(name, "0"))
     except ValueError:
         return 0
-
-
-# -- the command for a cluster ------------------------------------------------------------------------------------
-
-
-def arch_arguments(config: ResNetConfig) -> tuple[list[str], bool]:
-    """The ``train`` arguments that name ``config``: a preset and its overrides where that is enough, else the
-    config's JSON file (``NAME.json``), which must then be saved beside the command. Returns (arguments,
-    whether the JSON file is needed)."""
-    base = PRESETS.get(config.name)
-    if base is not None:
-        flags: list[str] = []
-        changes = {}
-        if config.shortcut != base.shortcut:
-            flags += ["--shortcut", config.shortcut]
-            changes["shortcut"] = config.shortcut
-        if config.num_classes != base.num_classes:
-            flags += ["--classes", str(config.num_classes)]
-            changes["num_classes"] = config.num_classes
-        if (config.in_channels, config.input_size) != (base.in_channels, base.input_size):
-            flags += ["--input", "x".join(str(v) for v in config.input_shape)]
-            changes.update(in_channels=config.in_channels, input_size=config.input_size)
-        if dataclasses.replace(base, **changes) == config:
-            return [config.name, *flags], False
-    return [f"{config.name}.json"], True
-
-
-def train_command(config: ResNetConfig, settings: TrainSettings, data: str, out: str, *,
-                  nproc_per_node: int = 1, nnodes: int = 1, endpoint: str = "HOST:29500",
-                  limit_per_class: int | None = None) -> tuple[str, bool]:
-    """The exact command that trains ``config`` with ``settings`` on ``data``: ``torchrun`` with
-    ``nproc_per_node`` processes on each of ``nnodes`` machines (the machines meet at ``endpoint``), or plain
-    ``python -m resnet_viz`` for one process. Returns (command, whether ``NAME.json`` must be saved with it)."""
-    from .train import TrainSettings
-
-    if nproc_per_node < 1 or nnodes < 1:
-        raise ConfigError("the number of machines and of processes per machine must be 1 or more")
-    defaults = TrainSettings()
-    arch, needs_file = arch_arguments(config)
-    if nproc_per_node * nnodes == 1:
-        launcher = ["python", "-m", "resnet_viz"]
-    elif nnodes == 1:
-        launcher = ["torchrun", "--standalone", f"--nproc_per_node={nproc_per_node}", "-m", "resnet_viz"]
-    else:
-        launcher = ["torchrun", f"--nnodes={nnodes}", f"--nproc_per_node={nproc_per_node}", "--rdzv_backend=c10d",
-                    f"--rdzv_endpoint={endpoint}", "--rdzv_id=resnet-viz", "-m", "resnet_viz"]
-    args = ["train", *arch, "--data", data]
-    if limit_per_class:
-        args += ["--limit-per-class", str(limit_per_class)]
-    args += ["--epochs", str(settings.epochs), "--batch-size", str(settings.batch_size), "--lr", f"{settings.lr:g}"]
-    optional = [("--schedule", settings.schedule, defaults.schedule), ("--precision", settings.precision, "auto"),
-                ("--seed", settings.seed, 0), ("--micro-batches", settings.micro_batches, 1)]
-    for flag, value, default in optional:
-        if value != default:
-            args += [flag, str(value)]
-    if settings.time_budget:
-        args += ["--time-budget", f"{settings.time_budget:g}"]
-    if settings.device != "auto" and (nproc_per_node * nnodes == 1 or settings.device in ("cpu", "cuda")):
-        args += ["--device", settings.device]  # several processes: each takes its own GPU, or the CPU
-    if settings.compile:
-        args.append("--compile")
-    if settings.sync_bn and nproc_per_node * nnodes > 1:
-        args.append("--sync-bn")
-    args += ["--out", out]
-    return shlex.join(launcher + args), needs_file

@@ -1,0 +1,46 @@
+"""torchview's computational graph of every tensor operation, drawn on the meta device."""
+
+from __future__ import annotations
+
+import copy
+
+import graphviz
+from torch import nn
+
+from ..config import ResNetConfig
+from ..model import build_model
+
+DIRECTIONS = ("TB", "LR")
+
+
+def computational_graph(
+    config_or_model: ResNetConfig | nn.Module,
+    input_size: tuple[int, int, int] | None = None,
+    depth: int = 3,
+    expand_nested: bool = True,
+    direction: str = "TB",
+    batch_size: int = 1,
+) -> graphviz.Digraph:
+    """torchview's graph of every tensor operation, on the meta device.
+
+    It runs on a private copy of the network, so the caller's model is never moved or changed.
+    """
+    import torchview
+
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
+    if isinstance(config_or_model, ResNetConfig):
+        config, model = config_or_model, build_model(config_or_model, device="meta")
+    else:
+        config = getattr(config_or_model, "config", None)
+        model = build_model(config, device="meta") if isinstance(config, ResNetConfig) else copy.deepcopy(
+            config_or_model).to("meta")
+    if input_size is None:
+        if not isinstance(config, ResNetConfig):
+            raise ValueError("input_size (C, H, W) is needed for a model that was not built from a config")
+        input_size = config.input_shape
+    graph = torchview.draw_graph(
+        model, input_size=(batch_size, *input_size), device="meta", depth=depth, expand_nested=expand_nested,
+        graph_dir=direction, graph_name=getattr(config, "name", type(model).__name__), mode="eval",
+    )
+    return graph.visual_graph
