@@ -12,6 +12,7 @@ from resnet_viz.formatting import human_bytes
 from resnet_viz.jobs import TrainingJob
 from resnet_viz.training import TrainSettings
 from resnet_viz.training.command import train_command
+from resnet_viz.training.settings import DEFAULTS, help_of
 from resnet_viz.views.charts import BLOCK_METRICS, block_activity_chart, training_curves
 
 state = st.session_state
@@ -29,15 +30,18 @@ with st.form("settings", border=True):
     path = b.text_input("Folder or .tar.gz (for that choice)", key="train_path",
                         placeholder="/data/cifar10-jpeg-train.tar.gz: train/<class>/*.jpg, optional val/ or test/")
     c, d, e, f = st.columns(4)
-    epochs = c.number_input("Epochs", 1, 500, 10, key="train_epochs")
-    batch = d.number_input("Batch size", 8, 8192, 512, step=64, key="train_batch")
-    lr = e.number_input("Peak learning rate", 0.001, 10.0, 0.4, format="%.3f", key="train_lr")
-    budget = f.number_input("Time budget (s, 0: none)", 0, 86_400, 0, key="train_budget",
-                            help="Seconds of training; the schedule anneals into it and the run stops there")
+    epochs = c.number_input("Epochs", 1, 500, DEFAULTS.epochs, key="train_epochs", help=help_of("epochs"))
+    batch = d.number_input("Batch size", 8, 8192, DEFAULTS.batch_size, step=64, key="train_batch",
+                           help=help_of("batch_size"))
+    lr = e.number_input("Peak learning rate", 0.001, 10.0, DEFAULTS.lr, format="%.3f", key="train_lr",
+                        help=help_of("lr"))
+    budget = f.number_input("Time budget (s, 0: none)", 0, 86_400, int(DEFAULTS.time_budget or 0), key="train_budget",
+                            help=help_of("time_budget"))
     g, h, i = st.columns(3)
     limit = g.number_input("Images per class (0: all)", 0, 100_000, 0, key="train_limit")
-    device = h.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="train_device")
-    compile_model = i.toggle("torch.compile", key="train_compile", help="Slower start, faster steps on a GPU")
+    device = h.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="train_device", help=help_of("device"))
+    compile_model = i.toggle("torch.compile", DEFAULTS.compile, key="train_compile",
+                             help="Slower start, faster steps on a GPU")
     with st.expander("On several GPUs or machines: the torchrun command", icon=":material/terminal:"):
         j, k, m = st.columns(3)
         nproc = j.number_input("Processes per machine", 1, 256, 8, key="train_nproc",
@@ -45,8 +49,8 @@ with st.form("settings", border=True):
         nnodes = k.number_input("Machines", 1, 4096, 1, key="train_nnodes")
         endpoint = m.text_input("Rendezvous host:port", "HOST:29500", key="train_endpoint",
                                 help="Several machines meet at this address: one of them, reachable by all")
-        sync_bn = st.toggle("SyncBatchNorm", key="train_sync_bn", help="BatchNorm statistics over the global "
-                            "batch rather than each GPU's share (GPUs only; slower)")
+        sync_bn = st.toggle("SyncBatchNorm", DEFAULTS.sync_bn, key="train_sync_bn", help="BatchNorm statistics over "
+                            "the global batch rather than each GPU's share (GPUs only; slower)")
         command = st.form_submit_button("Show the command", icon=":material/terminal:",
                                         help="The exact command for this network and these settings")
     start = st.form_submit_button("Start training", type="primary", disabled=running, icon=":material/play_arrow:")

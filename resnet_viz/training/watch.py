@@ -19,6 +19,40 @@ def _last_norm(block: nn.Module) -> nn.Module:
     return block.bn3 if isinstance(block, Bottleneck) else block.bn2
 
 
+class _BlockHooks:
+    """Forward hooks on one residual block that read the norms of its branch and its skip, and which of its
+    output channels fired."""
+
+    def __init__(self, block: nn.Module):
+        self.block, self.stats = block, {}
+
+    def attach(self) -> list:
+        block = self.block
+        handles = [_last_norm(block).register_forward_hook(self.branch), block.register_forward_pre_hook(self.input),
+                   block.register_forward_hook(self.output)]
+        if block.downsample is not None:
+            handles.append(block.downsample.register_forward_hook(self.skip))
+        return handles
+
+    def branch(self, module, inputs, output) -> None:  # read now: the block adds the skip to this tensor in place
+        self.stats["branch"] = float(output.float().norm())
+
+    def skip(self, module, inputs, output) -> None:
+        self.stats["skip"] = float(output.float().norm())
+
+    def input(self, module, inputs) -> None:
+        if module.downsample is None:
+            self.stats["skip"] = float(inputs[0].float().norm())
+
+    def output(self, module, inputs, output) -> None:
+        fired = (output > 0).flatten(2).any(dim=2).any(dim=0)  # per channel: ever positive?
+        self.stats["dead_relu"] = 1.0 - float(fired.float().mean())
+
+    def result(self) -> dict[str, float]:
+        s = self.stats
+        return {"residual_ratio": s["branch"] / max(s["skip"], 1e-12), "dead_relu": s["dead_relu"]}
+
+
 @torch.no_grad()
 def block_activity(model: nn.Module, x: torch.Tensor) -> dict[str, dict[str, float]]:
     """One forward pass of ``x`` in eval mode. Per block:
@@ -27,50 +61,19 @@ def block_activity(model: nn.Module, x: torch.Tensor) -> dict[str, dict[str, flo
       (Frobenius norms over the batch): near 0, the block barely changes its input;
     - ``dead_relu``: the fraction of the block's output channels that are zero for every image and position.
     """
-    blocks = residual_blocks(model)
-    stats: dict[str, dict[str, float]] = {name: {} for name in blocks}
+    hooks = {name: _BlockHooks(block) for name, block in residual_blocks(model).items()}
     handles = []
-
-    def branch_hook(name):
-        def hook(module, inputs, output):  # read now: the block adds the skip to this tensor in place
-            stats[name]["branch"] = float(output.float().norm())
-        return hook
-
-    def skip_hook(name):
-        def hook(module, inputs, output):
-            stats[name]["skip"] = float(output.float().norm())
-        return hook
-
-    def input_hook(name):
-        def hook(module, inputs):
-            if module.downsample is None:
-                stats[name]["skip"] = float(inputs[0].float().norm())
-        return hook
-
-    def output_hook(name):
-        def hook(module, inputs, output):
-            fired = (output > 0).flatten(2).any(dim=2).any(dim=0)  # per channel: ever positive?
-            stats[name]["dead_relu"] = 1.0 - float(fired.float().mean())
-        return hook
-
     was_training = model.training
     try:
-        for name, block in blocks.items():
-            handles.append(_last_norm(block).register_forward_hook(branch_hook(name)))
-            handles.append(block.register_forward_pre_hook(input_hook(name)))
-            handles.append(block.register_forward_hook(output_hook(name)))
-            if block.downsample is not None:
-                handles.append(block.downsample.register_forward_hook(skip_hook(name)))
+        for h in hooks.values():
+            handles += h.attach()
         model.eval()
         model(x)
     finally:
-        for h in handles:
-            h.remove()
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
-    return {
-        name: {"residual_ratio": s["branch"] / max(s["skip"], 1e-12), "dead_relu": s["dead_relu"]}
-        for name, s in stats.items()
-    }
+    return {name: h.result() for name, h in hooks.items()}
 
 
 def gradient_norms(model: nn.Module) -> dict[str, float]:
