@@ -23,11 +23,24 @@ def sentence(text: object) -> str:
 
 
 def redraw_once_done(job, key: str) -> None:
-    """From a polling fragment: once a background job has ended, rerun the whole page a single time, so that
-    what sits outside the fragment (a disabled Start button) sees it too. ``key`` remembers the job drawn."""
     if not job.running() and st.session_state.get(key) is not job:
         st.session_state[key] = job
         st.rerun(scope="app")
+
+
+def polled(key: str, idle: str):
+    """From a polling fragment: the background job kept under ``key`` and its snapshot, or None (after showing
+    ``idle``) when there is none yet. Once the job has ended, the whole page reruns a single time, so that what
+    sits outside the fragment (a disabled Start button) sees it too."""
+    job = st.session_state.get(key)
+    if job is None:
+        st.info(idle)
+        return None
+    snap = job.snapshot()
+    if not job.running() and st.session_state.get(f"{key}_drawn_after") is not job:
+        st.session_state[f"{key}_drawn_after"] = job
+        st.rerun(scope="app")
+    return job, snap
 
 
 def config() -> ResNetConfig:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source, redraw_once_done, sentence
+from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source, polled, sentence
 from resnet_viz import ConfigError
 from resnet_viz.formatting import human_bytes
 from resnet_viz.jobs import TrainingJob
@@ -96,12 +96,10 @@ if state.get("train_command") and state.train_command[0] == cfg:  # shown until 
 
 @st.fragment(run_every=2.0)
 def live() -> None:
-    job: TrainingJob | None = state.get("job")
-    if job is None:
-        st.info("Set the run up above and start it; the curves appear here as the network learns.")
+    watched = polled("job", "Set the run up above and start it; the curves appear here as the network learns.")
+    if watched is None:
         return
-    snap = job.snapshot()
-    redraw_once_done(job, "drawn_after")
+    job, snap = watched
     if job.running():
         st.button("Stop", on_click=job.stop, icon=":material/stop:", help="Finish after this step; the model is "
                   "still evaluated and saved")

@@ -6,7 +6,7 @@
 
 Three ways to run one network (ResNet-20 unless a checkpoint says otherwise): float32 in eager PyTorch (how the
 app and ``load_checkpoint`` run it); float32 compiled by Inductor with frozen weights (BN folded: the same
-compiler as int8, so the like-for-like anchor); int8 from resnet_viz.int8 (torchao PT2E static quantization,
+compiler as int8, so the like-for-like anchor); int8 from resnet_viz.quantization.int8 (torchao PT2E static quantization,
 compiled to oneDNN int8 kernels). Each is timed in rounds taken in turn, and the median round is reported, so
 that a noisy shared machine slows all three alike. Calibration uses training images when data is given, else
 random inputs (then only speed and bytes mean anything).

@@ -5,7 +5,7 @@
 
 The plain loop (the anchor): torchvision's ImageFolder over the extracted JPEGs with RandomCrop(32, padding=4),
 RandomHorizontalFlip, ToTensor and Normalize, a DataLoader (batch 128, shuffled, 2 workers), fp32, SGD with
-Nesterov momentum. Ours: resnet_viz.train.Trainer (the split decoded once and held as one tensor, augmented
+Nesterov momentum. Ours: resnet_viz.training.Trainer (the split decoded once and held as one tensor, augmented
 on the device, bf16 autocast where the CPU has it, channels_last). Same model (ResNet-20), same machine.
 Images/s are steady-state: the first steps (warm-up, worker start) are not counted.
 """

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..io import atomic_file
 from .splits import VAL_FRACTION, Dataset, Progress, Split, make_dataset, reason, scaled_limit
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -183,20 +184,14 @@ def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
 
 
 def _write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Cache the decoded images, whole or not at all; a cache that cannot be written is only a warning."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        with atomic_file(path) as f:
+            torch.save(tensors, f)
     except OSError as e:
         warnings.warn(f"the decoded images are not cached ({e}); set RESNET_VIZ_CACHE to a writable folder",
                       stacklevel=3)
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(tensors, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- archives ------------------------------------------------------------------------------------

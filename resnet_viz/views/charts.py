@@ -49,35 +49,27 @@ def params_by_layer(trace: Trace) -> go.Figure:
     # a module called twice holds its parameters once: count them at its first call
     layers = [layer for layer in trace.layers
               if layer.leaf and layer.kind == "module" and layer.params > 0 and "#" not in layer.name]
-    return _bars_by_stage(
-        trace, layers, [layer.params for layer in layers],
-        lambda layer: f"{layer.params:,} parameters<br>{_percent(layer.params, total)} of {total:,}",
-        f"Parameters per layer of {trace.model_name} (weights, biases and BN scale/shift)", "parameters",
-    )
+    title = f"Parameters per layer of {trace.model_name} (weights, biases and BN scale/shift)"
+    return _bars_by_stage(trace, layers, "params", title, "parameters", lambda layer: (
+        f"{layer.params:,} parameters<br>{_percent(layer.params, total)} of {total:,}"))
 
 
 def macs_by_layer(trace: Trace) -> go.Figure:
     """One bar per layer that multiplies (convs, fc): its multiply-accumulates for the traced batch."""
     layers = [layer for layer in trace.layers if layer.leaf and layer.macs > 0]
     total = trace.totals.macs
-    return _bars_by_stage(
-        trace, layers, [layer.macs for layer in layers],
-        lambda layer: f"{layer.macs:,} MACs ({human(layer.macs)})<br>{_percent(layer.macs, total)} of {total:,}",
-        f"MACs per layer of {trace.model_name} (multiply-accumulates, batch of {trace.batch_size})", "MACs",
-    )
+    title = f"MACs per layer of {trace.model_name} (multiply-accumulates, batch of {trace.batch_size})"
+    return _bars_by_stage(trace, layers, "macs", title, "MACs", lambda layer: (
+        f"{layer.macs:,} MACs ({human(layer.macs)})<br>{_percent(layer.macs, total)} of {total:,}"))
 
 
 def memory_by_layer(trace: Trace) -> go.Figure:
     """Activation memory each layer writes (modules and ops such as the residual add), in bytes."""
     layers = [layer for layer in trace.layers if layer.leaf and layer.alloc_bytes > 0]
-    return _bars_by_stage(
-        trace, layers, [layer.alloc_bytes for layer in layers],
-        lambda layer: f"{layer.alloc_bytes:,} bytes ({human_bytes(layer.alloc_bytes)})<br>"
-                      f"output {format_shape(layer.output_shape)}",
-        f"Activation memory per layer of {trace.model_name} (bytes each layer writes, batch of "
-        f"{trace.batch_size}; in-place ReLUs and views write none)",
-        "bytes",
-    )
+    title = (f"Activation memory per layer of {trace.model_name} (bytes each layer writes, batch of "
+             f"{trace.batch_size}; in-place ReLUs and views write none)")
+    return _bars_by_stage(trace, layers, "alloc_bytes", title, "bytes", lambda layer: (
+        f"{layer.alloc_bytes:,} bytes ({human_bytes(layer.alloc_bytes)})<br>output {format_shape(layer.output_shape)}"))
 
 
 def shape_journey(trace: Trace) -> go.Figure:
@@ -127,10 +119,12 @@ def charts_html(figures: dict[str, go.Figure], title: str) -> str:
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def _bars_by_stage(trace: Trace, layers: Sequence[Layer], values: Sequence[int],
-                   describe: Callable[[Layer], str], title: str, y_title: str) -> go.Figure:
-    """Bars in network order, one trace per stage so that the legend names the stages."""
+def _bars_by_stage(trace: Trace, layers: Sequence[Layer], field: str, title: str, y_title: str,
+                   describe: Callable[[Layer], str]) -> go.Figure:
+    """Bars of each layer's ``field`` in network order, one trace per stage so that the legend names the stages;
+    ``describe`` gives a layer's hover text."""
     names = [display_name(trace, layer) for layer in layers]
+    values = [getattr(layer, field) for layer in layers]
     fig = go.Figure()
     for stage in dict.fromkeys(trace.stage_of(layer) for layer in layers):
         rows = [i for i, layer in enumerate(layers) if trace.stage_of(layer) == stage]
