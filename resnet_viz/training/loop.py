@@ -112,16 +112,11 @@ class _Session:
     train: DeviceBatches
     val: DeviceBatches
     steps_per_epoch: int
+    total_steps: int
     optimizer: torch.optim.Optimizer
     loss_fn: nn.Module
-    inspect_every: int
+    inspect_every: int  # steps between looks inside the blocks
     probe_x: torch.Tensor  # the validation images the looks inside the blocks run on
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.epochs
-
-    epochs: int = 1
 
 
 class _Clock:
@@ -144,6 +139,8 @@ class _Clock:
 
 @dataclass
 class _Hooks:
+    """The callbacks ``run`` was given."""
+
     on_progress: Callable[[Progress], None] | None = None
     on_inspect: Callable[[dict[str, Any]], None] | None = None
     on_epoch: Callable[[dict[str, float]], None] | None = None
@@ -152,6 +149,8 @@ class _Hooks:
 
 @dataclass
 class _RunState:
+    """What changes from step to step besides the Position a checkpoint saves."""
+
     clock: _Clock
     lr: float
     history: list[dict[str, float]]
@@ -261,9 +260,9 @@ class Trainer:
         if self.resume is not None:
             optimizer.load_state_dict(self.resume.optimizer_state)
         probe_x = next(val.epoch(min(256, len(self.data.val)), augment=False, generator=None, drop_last=False))[0]
-        return _Session(model, wrapped, step_model, train, val, steps_per_epoch, optimizer,
-                        nn.CrossEntropyLoss(label_smoothing=s.label_smoothing), s.inspect_every or steps_per_epoch,
-                        probe_x, epochs=s.epochs)
+        return _Session(model, wrapped, step_model, train, val, steps_per_epoch, steps_per_epoch * s.epochs,
+                        optimizer, nn.CrossEntropyLoss(label_smoothing=s.label_smoothing),
+                        s.inspect_every or steps_per_epoch, probe_x)
 
     def _place_model(self, channels_last: bool) -> tuple[nn.Module, nn.Module]:
         """The network on the device (resumed, channels_last, SyncBN as asked), and it wrapped in DDP under
