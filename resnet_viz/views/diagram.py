@@ -24,7 +24,7 @@ import graphviz
 from ..formatting import human, human_bytes, shape_text
 from ..tracing import Layer, Trace
 from .graph import DIRECTIONS
-from .structure import ResidualBlock, ancestors, fold_runs, layer_label, residual_blocks
+from .structure import ancestors, fold_runs, layer_label, residual_blocks
 
 LEVELS = ("stage", "block", "layer")
 
@@ -220,6 +220,7 @@ class _Detailed:
         self.blocks = residual_blocks(trace)
         self.represent = fold_runs(self.blocks) if fold else {}
         self.block_of = {row.name: block for block in self.blocks.values() for row in block.rows}  # innermost block
+        self.shortcut_modules = {b.shortcut_module for b in self.blocks.values() if b.shortcut_module}
         self.all_leaves = [x for x in trace.layers if x.leaf and x.depth > 0]
         self.leaves = [x for x in self.all_leaves if not self.hidden(x)]
         self.kinds = {"io"}
@@ -230,7 +231,7 @@ class _Detailed:
             return False
         if block.name in self.represent:
             return True  # folded into the block it repeats
-        return self.level == "block" and row.name.startswith(f"{block.name}.downsample")
+        return self.level == "block" and row.name in block.shortcut
 
     def shown(self, name: str) -> str:
         """The node a row's output appears at once blocks are folded."""
@@ -247,10 +248,10 @@ class _Detailed:
         for row in self.leaves:
             cluster = root
             for ancestor in ancestors(trace, row):
-                if self.level == "block" and ancestor.name.endswith("downsample"):
+                if self.level == "block" and ancestor.name in self.shortcut_modules:
                     break
                 cluster = cluster.children.setdefault(
-                    ancestor.name, _Cluster(ancestor.name, _cluster_attrs(trace, ancestor, self.blocks, self.heat)))
+                    ancestor.name, _Cluster(ancestor.name, self.cluster_attrs(ancestor)))
             if trace.stage_of(row) == "stem":
                 cluster = stem
             elif trace.stage_of(row) == "head":
@@ -275,11 +276,11 @@ class _Detailed:
         attrs: dict[str, str] = {}
         if source_row is not None and self.hidden(source_row) and self.block_of.get(source) is block:
             # a projection folded into the skip edge: draw it from the shortcut's own input
-            shortcut = trace[f"{block.name}.downsample"]
+            shortcut = trace[block.shortcut_module]
             source, source_row = shortcut.sources[0], trace[shortcut.sources[0]]
             attrs = _skip_attrs(block.skip)
         elif block is not None and source != "input" and self.block_of.get(source) is not block and (
-                row.type == "add" or "downsample" in row.name[len(block.name):]):
+                row.type == "add" or row.name in block.shortcut):
             attrs = _skip_attrs("identity" if row.type == "add" else "")
         crossing = source == "input" or self.block_of.get(self.shown(source)) is not block
         if crossing and "label" not in attrs:
@@ -292,6 +293,32 @@ class _Detailed:
             if "label" in attrs:
                 attrs["xlabel"] = attrs.pop("label")
         return source, attrs
+
+    def cluster_attrs(self, container: Layer) -> dict[str, str]:
+        """How a container's cluster looks: a stage, a residual block (folded, downsampling, painted) or a skip path."""
+        heat, block = self.heat, self.blocks.get(container.name)
+        if block is None:
+            stage = self.trace.stage_of(container)
+            label = container.name if stage != container.name else f"{container.name} · {container.output_shape[1]} ch"
+            if container.name in self.shortcut_modules:
+                return {"label": "shortcut", "style": "dashed,filled", "fillcolor": KINDS["shortcut"][0],
+                        "color": SKIP_COLOUR, "fontsize": "10"}
+            return {"label": label, "style": "rounded", "color": "#9fb4d3", "fontsize": "12"}
+        label = block.name
+        attrs = {"style": "rounded,filled", "fillcolor": "#fbfbfb", "color": "#888888", "fontsize": "10"}
+        if len(block.folded) > 1:
+            label = f"{block.folded[0]} – {block.folded[-1]}  ×{len(block.folded)}"
+            attrs["peripheries"] = "2"
+        if block.downsamples:
+            ins, out = container.input_shapes[0], container.output_shape
+            stride = -(-ins[2] // out[2])
+            label += f"  ↓ /{stride}" if stride > 1 else f"  {ins[1]}→{out[1]} ch"
+            attrs.update(color=DOWNSAMPLE_COLOUR, penwidth="2")
+        if container.name in heat:
+            attrs["fillcolor"] = _heat_colour(heat[container.name], max(heat.values()))
+            label += f"  ·  {heat[container.name]:.3g}"
+        attrs["label"] = label
+        return attrs
 
     def draw(self, direction: str, title: str, legend: bool) -> graphviz.Digraph:
         g = _new_graph(self.trace, direction, title)
@@ -322,30 +349,3 @@ def _heat_colour(value: float, top: float) -> str:
     g = int(255 - share * (255 - 80))
     b = int(255 - share * (255 - 60))
     return f"#ff{g:02x}{b:02x}"
-
-
-def _cluster_attrs(trace: Trace, container: Layer, blocks: dict[str, ResidualBlock],
-                   heat: dict[str, float]) -> dict[str, str]:
-    block = blocks.get(container.name)
-    if block is None:
-        stage = trace.stage_of(container)
-        label = container.name if stage != container.name else f"{container.name} · {container.output_shape[1]} ch"
-        if container.name.endswith("downsample"):
-            return {"label": "shortcut", "style": "dashed,filled", "fillcolor": KINDS["shortcut"][0],
-                    "color": SKIP_COLOUR, "fontsize": "10"}
-        return {"label": label, "style": "rounded", "color": "#9fb4d3", "fontsize": "12"}
-    label = block.name
-    attrs = {"style": "rounded,filled", "fillcolor": "#fbfbfb", "color": "#888888", "fontsize": "10"}
-    if len(block.folded) > 1:
-        label = f"{block.folded[0]} – {block.folded[-1]}  ×{len(block.folded)}"
-        attrs["peripheries"] = "2"
-    if block.downsamples:
-        ins, out = container.input_shapes[0], container.output_shape
-        stride = -(-ins[2] // out[2])
-        label += f"  ↓ /{stride}" if stride > 1 else f"  {ins[1]}→{out[1]} ch"
-        attrs.update(color=DOWNSAMPLE_COLOUR, penwidth="2")
-    if container.name in heat:
-        attrs["fillcolor"] = _heat_colour(heat[container.name], max(heat.values()))
-        label += f"  ·  {heat[container.name]:.3g}"
-    attrs["label"] = label
-    return attrs

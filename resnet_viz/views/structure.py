@@ -50,19 +50,22 @@ def _zero_pad_text(layer: Layer) -> str:
     return f"zero-pad {sub}+{c_out - c_in} ch"
 
 
+SHORTCUT = "downsample"  # torchvision's name for the module on a block's skip path
+
+
 @dataclass
 class ResidualBlock:
+    """A module whose own forward adds a skip to its main path."""
+
     name: str
     layer: Layer
     rows: list[Layer]  # everything inside, in order
     skip: str  # what the skip path is, in words
     downsamples: bool
+    shortcut_module: str | None = None  # the module on the skip path; None for an identity skip
+    shortcut: frozenset[str] = frozenset()  # the rows of the skip path: that module and everything in it
     signature: tuple = ()
     folded: list[str] = field(default_factory=list)  # identical blocks this one stands for (itself first)
-
-
-def _inside(name: str, container: str) -> bool:
-    return name.startswith(container + ".")
 
 
 def residual_blocks(trace: Trace) -> dict[str, ResidualBlock]:
@@ -78,7 +81,8 @@ def residual_blocks(trace: Trace) -> dict[str, ResidualBlock]:
     blocks = {}
     for name in (x.name for x in trace.layers if x.name in names):
         layer, rows = trace[name], rows_of[name]
-        shortcut = [x for x in rows if _inside(x.name, f"{name}.downsample") or x.name == f"{name}.downsample"]
+        module = f"{name}.{SHORTCUT}"
+        shortcut = [x for x in rows if x.name == module or x.name.startswith(module + ".")]
         leaves = [x for x in shortcut if x.leaf]
         if not leaves:
             skip = "identity"
@@ -89,7 +93,8 @@ def residual_blocks(trace: Trace) -> dict[str, ResidualBlock]:
         ins, out = layer.input_shapes[0], layer.output_shape
         signature = (ins[1:], tuple((x.name[len(name):], x.type, layer_label(x), shape_text(x.output_shape))
                                     for x in rows))
-        blocks[name] = ResidualBlock(name, layer, rows, skip, ins[1:] != out[1:], signature)
+        blocks[name] = ResidualBlock(name, layer, rows, skip, ins[1:] != out[1:], module if shortcut else None,
+                                     frozenset(x.name for x in shortcut), signature)
     return blocks
 
 

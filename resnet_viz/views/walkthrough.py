@@ -37,7 +37,7 @@ def walkthrough(trace: Trace) -> list[Step]:
             continue
         first, last = members[0], members[-1]
         kind = "basic block" if first.layer.type == "BasicBlock" else "bottleneck block"
-        path = [layer_label(x) for x in last.rows if x.leaf and "downsample" not in x.name and x.type != "add"]
+        path = [layer_label(x) for x in last.rows if x.leaf and x.name not in last.shortcut and x.type != "add"]
         count = f"{len(members)} {kind}{'s' if len(members) > 1 else ''}"
         text = [f"{count}: {' → '.join(path[:-1])}, plus the skip, then {path[-1]}."]
         if first.downsamples:
