@@ -18,6 +18,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from benchmarks import machine
 from resnet_viz import preset
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -65,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    print(machine.describe())
     floor = floor_time(args.repeat)
     print(f"anchor: a one-widget script reruns in {floor * 1000:.1f} ms")
     print(f"{'page (ResNet-110)':<22}{'new config':>12}{'seen config':>13}{'new / anchor':>14}")

@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 
+from benchmarks import machine
+
 RESULT = "RESULT "
 
 
@@ -95,6 +97,7 @@ def compare(args: argparse.Namespace) -> tuple[dict, dict]:
 
 def main() -> None:
     args = parser().parse_args()
+    print(machine.describe())
     if args.worker:
         worker(args)
         return

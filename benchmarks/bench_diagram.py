@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from benchmarks import machine
 from resnet_viz import preset, trace
 from resnet_viz.views.export import block_diagram_bytes, diagram_bytes
 from resnet_viz.views.graph import computational_graph
@@ -39,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    print(machine.describe())
     cases = [
         ("resnet110 block diagram (folded)", ours("resnet110", "block")),
         ("resnet152 block diagram (folded)", ours("resnet152", "block")),

@@ -6,10 +6,10 @@
 
 Three ways to run one network (ResNet-20 unless a checkpoint says otherwise): float32 in eager PyTorch (how the
 app and ``load_checkpoint`` run it); float32 compiled by Inductor with frozen weights (BN folded: the same
-compiler as int8, so the like-for-like anchor); int8 from resnet_viz.quantization.int8 (torchao PT2E static quantization,
-compiled to oneDNN int8 kernels). Each is timed in rounds taken in turn, and the median round is reported, so
-that a noisy shared machine slows all three alike. Calibration uses training images when data is given, else
-random inputs (then only speed and bytes mean anything).
+compiler as int8, so the like-for-like anchor); int8 from resnet_viz.quantization.int8 (torchao PT2E static
+quantization, compiled to oneDNN int8 kernels). Each is timed in rounds taken in turn, and the median round is
+reported, so that a noisy shared machine slows all three alike. Calibration uses training images when data is
+given, else random inputs (then only speed and bytes mean anything).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import machine
 from resnet_viz import build_model, preset
 from resnet_viz.data import load_dataset
 from resnet_viz.quantization.fake import calibration_batches
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
+    print(machine.describe())
 
     data = load_dataset(args.data) if args.data else None
     model, config, weights = the_model(args, data)

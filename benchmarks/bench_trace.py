@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import time
 
 import torch
 import torchinfo
 
+from benchmarks import machine
 from resnet_viz import build_model, preset, trace
 from resnet_viz.tracing.tracer import _meta_model
 
@@ -88,9 +88,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    print(machine.describe())
     torch.set_grad_enabled(True)
-    cpu = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, torchinfo {torchinfo.__version__}, {cpu}, {torch.get_num_threads()} threads")
+    print(f"torchinfo {torchinfo.__version__}")
 
     # our trace before anything else runs a real forward: at batch 64 the peak RSS must not move
     big = build_model(preset("resnet50"))

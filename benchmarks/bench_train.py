@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import machine
 from benchmarks.plain_loop import plain_loop_images_per_s
 from resnet_viz import preset
 from resnet_viz.data import default_cache_dir, load_dataset
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--budget", type=float, help="also train ResNet-20 for this many seconds and report accuracy")
     args = parser.parse_args()
+    print(machine.describe())
     data = load_dataset(args.data)
     extracted = next((default_cache_dir() / "archives").glob("*/train")) if args.data.endswith("gz") else \
         Path(args.data) / "train"

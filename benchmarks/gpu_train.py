@@ -22,6 +22,7 @@ import sys
 
 import torch
 
+from benchmarks import machine
 from benchmarks.plain_loop import plain_loop_images_per_s
 from resnet_viz import preset
 from resnet_viz.data import default_cache_dir, load_dataset
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--nproc_per_node", type=int, default=1, help="GPUs to scale over (default 1: no scaling)")
     parser.add_argument("--arch", default="resnet20", help="the network for the scaling run (default resnet20)")
     args = parser.parse_args()
+    print(machine.describe())
     if args.nproc_per_node > 1:
         scaling(args)
         return
