@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pandas as pd
@@ -22,25 +23,25 @@ def sentence(text: object) -> str:
     return f"{text[:1].upper()}{text[1:]}."
 
 
-def redraw_once_done(job, key: str) -> None:
-    if not job.running() and st.session_state.get(key) is not job:
-        st.session_state[key] = job
-        st.rerun(scope="app")
-
-
-def polled(key: str, idle: str):
-    """From a polling fragment: the background job kept under ``key`` and its snapshot, or None (after showing
-    ``idle``) when there is none yet. Once the job has ended, the whole page reruns a single time, so that what
-    sits outside the fragment (a disabled Start button) sees it too."""
-    job = st.session_state.get(key)
-    if job is None:
-        st.info(idle)
-        return None
-    snap = job.snapshot()
-    if not job.running() and st.session_state.get(f"{key}_drawn_after") is not job:
-        st.session_state[f"{key}_drawn_after"] = job
-        st.rerun(scope="app")
-    return job, snap
+def polling(key: str, idle: str):
+    """Make ``draw(job, snapshot)`` a fragment that redraws every 2 s while the background job kept under ``key``
+    runs; before there is a job it shows ``idle``. Once the job has ended, the whole page reruns a single time, so
+    that what sits outside the fragment (a disabled Start button) sees it too."""
+    def wrap(draw):
+        @st.fragment(run_every=2.0)
+        @functools.wraps(draw)  # the fragment is known by the page's function, not by this one
+        def fragment() -> None:
+            job = st.session_state.get(key)
+            if job is None:
+                st.info(idle)
+                return
+            snap = job.snapshot()
+            if not job.running() and st.session_state.get(f"{key}_drawn_after") is not job:
+                st.session_state[f"{key}_drawn_after"] = job
+                st.rerun(scope="app")
+            draw(job, snap)
+        return fragment
+    return wrap
 
 
 def config() -> ResNetConfig:

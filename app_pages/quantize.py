@@ -7,15 +7,15 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import DATA_SOURCES, data_source, downloads, painted_source, redraw_once_done, sentence
-from resnet_viz import ConfigError, ResNetConfig
+from app_pages.common import DATA_SOURCES, data_source, downloads, painted_source, polling, sentence
+from resnet_viz import ConfigError
 from resnet_viz.data import load_dataset
 from resnet_viz.jobs import StudyJob
-from resnet_viz.quantization.studies import run_study
+from resnet_viz.quantization.reports import Int8Report, QatReport, SensitivityReport, SweepReport
+from resnet_viz.quantization.studies import MODES, run_study
 from resnet_viz.views.charts import accuracy_vs_bits
 
-MODES = {"int8": "Real int8 on this CPU", "sweep": "Bit sweep (simulated)", "sensitivity": "Layer sensitivity",
-         "qat": "Quantization-aware fine-tune"}
+PERCENT = st.column_config.NumberColumn(format="percent")
 state = st.session_state
 job: StudyJob | None = state.get("quantize_job")
 running = job is not None and job.running()
@@ -36,7 +36,7 @@ with st.form("quantize", border=True):
     source = c.selectbox("Data", list(DATA_SOURCES), format_func=DATA_SOURCES.get, key="q_source")
     path = d.text_input("Folder or .tar.gz (for that choice)", key="q_path")
     e, f, g, h = st.columns(4)
-    mode = e.selectbox("Study", list(MODES), format_func=MODES.get, key="q_mode")
+    mode = e.selectbox("Study", list(MODES), format_func=lambda name: MODES[name].label, key="q_mode")
     bits = f.text_input("Bits", "8 6 4 3 2", key="q_bits", help="Sweep: every width listed; otherwise the first")
     epochs = g.number_input("Fine-tune epochs", 1, 100, 3, key="q_epochs")
     limit = h.number_input("Images per class (0: all)", 0, 100_000, 0, key="q_limit")
@@ -63,14 +63,54 @@ if go:
         st.error("Bits are whole numbers separated by spaces, e.g. 8 6 4.")
 
 
-@st.fragment(run_every=2.0)
-def results() -> None:
-    job: StudyJob | None = state.get("quantize_job")
-    if job is None:
-        st.info("Pick a trained network and a study above.")
-        return
-    snap = job.snapshot()
-    redraw_once_done(job, "q_drawn_after")
+def show_int8(report: Int8Report) -> None:
+    f32, i8 = report.float32_row, report.int8_row
+    cols = st.columns(4)
+    cols[0].metric("int8 accuracy", f"{i8['accuracy']:.2%}",
+                   delta=f"{report.accuracy_delta_points:+.2f} points vs float32")
+    cols[1].metric("Throughput, batch 256", f"{i8['images_per_s_batch_256']:,.0f} img/s",
+                   delta=f"{report.speedup:.1f}× float32")
+    cols[2].metric("Latency, batch 1", f"{i8['latency_ms_batch_1']:.2f} ms",
+                   delta=f"{f32['latency_ms_batch_1']:.2f} ms float32", delta_color="off")
+    cols[3].metric("Weights", f"{i8['weight_bytes']:,} B", delta=f"{report.size_ratio:.1f}× smaller",
+                   delta_color="off")
+    st.dataframe(pd.DataFrame(report.rows), hide_index=True, width="stretch", column_config={"accuracy": PERCENT})
+    with st.expander(f"Step 1: {len(report.batch_norms_folded)} batch norms folded into their convolutions"):
+        st.caption("Each BN's scale and shift become the conv's weight and bias (same outputs in eval mode), "
+                   "so the int8 program has one layer fewer per convolution.")
+        st.dataframe(pd.DataFrame({"conv ← batch norm": report.batch_norms_folded}), hide_index=True)
+
+
+def show_sweep(report: SweepReport) -> None:
+    st.plotly_chart(accuracy_vs_bits(report.rows), width="stretch")
+    st.dataframe(pd.DataFrame(report.rows), hide_index=True, width="stretch", column_config={"accuracy": PERCENT})
+
+
+def show_sensitivity(report: SensitivityReport) -> None:
+    plan = report.plan
+    st.success(f"Mixed precision: the {report.kept_high} most fragile layers at 8 bits and the rest at 4 keep "
+               f"{plan['accuracy']:.2%}, in {plan['weight_bytes']:,} bytes of weights against "
+               f"{plan['float32_bytes']:,} in float32.")
+    left, right = st.columns([2, 3])
+    left.dataframe(pd.DataFrame(report.rows), hide_index=True, width="stretch", column_config={
+        "accuracy": PERCENT, "drop": st.column_config.NumberColumn("accuracy lost", format="percent")})
+    if report.block_drops:
+        right.graphviz_chart(painted_source(report.config, tuple(report.block_drops.items()),
+                                            f"accuracy lost at {report.bits} bits"), width="stretch")
+
+
+def show_qat(report: QatReport) -> None:
+    cols = st.columns(3)
+    cols[0].metric("float32", f"{report.float32:.2%}")
+    cols[1].metric(f"{report.bits}-bit before", f"{report.before:.2%}")
+    cols[2].metric(f"{report.bits}-bit after fine-tune", f"{report.after:.2%}", delta=f"{report.gain:+.2%}")
+
+
+SHOW = {Int8Report: show_int8, SweepReport: show_sweep, SensitivityReport: show_sensitivity, QatReport: show_qat}
+
+
+@polling("quantize_job", "Pick a trained network and a study above.")
+def results(job: StudyJob, snap) -> None:
     st.progress(snap.progress, text=f"{snap.status} {snap.message}".strip())
     if snap.status == "failed":
         st.error(sentence(snap.message))
@@ -78,54 +118,9 @@ def results() -> None:
     report = snap.report
     if report is None:
         return
-    st.caption(f"{report['network']} · {report['data']}")
-    if report["mode"] == "int8":
-        f32, i8 = report["rows"]
-        cols = st.columns(4)
-        cols[0].metric("int8 accuracy", f"{i8['accuracy']:.2%}",
-                       delta=f"{(i8['accuracy'] - f32['accuracy']) * 100:+.2f} points vs float32")
-        cols[1].metric("Throughput, batch 256", f"{i8['images_per_s_batch_256']:,.0f} img/s",
-                       delta=f"{i8['images_per_s_batch_256'] / f32['images_per_s_batch_256']:.1f}× float32")
-        cols[2].metric("Latency, batch 1", f"{i8['latency_ms_batch_1']:.2f} ms",
-                       delta=f"{f32['latency_ms_batch_1']:.2f} ms float32", delta_color="off")
-        cols[3].metric("Weights", f"{i8['weight_bytes']:,} B",
-                       delta=f"{f32['weight_bytes'] / i8['weight_bytes']:.1f}× smaller", delta_color="off")
-        st.dataframe(pd.DataFrame(report["rows"]), hide_index=True, width="stretch",
-                     column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
-        with st.expander(f"Step 1: {len(report['batch_norms_folded'])} batch norms folded into their convolutions"):
-            st.caption("Each BN's scale and shift become the conv's weight and bias (same outputs in eval mode), "
-                       "so the int8 program has one layer fewer per convolution.")
-            st.dataframe(pd.DataFrame({"conv ← batch norm": report["batch_norms_folded"]}), hide_index=True)
-    elif report["mode"] == "sweep":
-        st.plotly_chart(accuracy_vs_bits(report["rows"]), width="stretch")
-        st.dataframe(pd.DataFrame(report["rows"]), hide_index=True, width="stretch",
-                     column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
-    elif report["mode"] == "sensitivity":
-        plan = report["plan"]
-        st.success(f"Mixed precision: the {sum(b == 8 for b in plan['plan'].values())} most fragile layers at "
-                   f"8 bits and the rest at 4 keep {plan['accuracy']:.2%}, in {plan['weight_bytes']:,} bytes of "
-                   f"weights against {plan['float32_bytes']:,} in float32.")
-        left, right = st.columns([2, 3])
-        left.dataframe(pd.DataFrame(report["rows"]), hide_index=True, width="stretch", column_config={
-            "accuracy": st.column_config.NumberColumn(format="percent"),
-            "drop": st.column_config.NumberColumn("accuracy lost", format="percent")})
-        drops: dict[str, float] = {}
-        for row in report["rows"]:  # a block is as fragile as its most fragile layer
-            block = ".".join(row["layer"].split(".")[:2])
-            drops[block] = max(drops.get(block, 0.0), row["drop"])
-        config = ResNetConfig.from_dict(report["config"])
-        heat = tuple(sorted((k, v) for k, v in drops.items() if k.startswith("layer")))
-        if heat:
-            right.graphviz_chart(painted_source(config, heat, f"accuracy lost at {report['bits']} bits"),
-                                 width="stretch")
-    else:
-        cols = st.columns(3)
-        cols[0].metric("float32", f"{report['float32']:.2%}")
-        cols[1].metric(f"{report['bits']}-bit before", f"{report['before']:.2%}")
-        cols[2].metric(f"{report['bits']}-bit after fine-tune", f"{report['after']:.2%}",
-                       delta=f"{report['after'] - report['before']:+.2%}")
-    public = {k: v for k, v in report.items() if k not in ("model", "program", "float32_model")}
-    downloads(f"quantize-{report['mode']}", {"json": lambda: json.dumps(public, indent=2)}, key="q")
+    st.caption(f"{report.network} · {report.data}")
+    SHOW[type(report)](report)
+    downloads(f"quantize-{report.mode}", {"json": lambda: json.dumps(report.to_json(), indent=2)}, key="q")
 
 
 results()

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source, polled, sentence
+from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source, polling, sentence
 from resnet_viz import ConfigError
 from resnet_viz.formatting import human_bytes
 from resnet_viz.jobs import TrainingJob
@@ -94,12 +94,8 @@ if state.get("train_command") and state.train_command[0] == cfg:  # shown until 
                            icon=":material/download:", on_click="ignore", key="train_config_json")
 
 
-@st.fragment(run_every=2.0)
-def live() -> None:
-    watched = polled("job", "Set the run up above and start it; the curves appear here as the network learns.")
-    if watched is None:
-        return
-    job, snap = watched
+@polling("job", "Set the run up above and start it; the curves appear here as the network learns.")
+def live(job: TrainingJob, snap) -> None:
     if job.running():
         st.button("Stop", on_click=job.stop, icon=":material/stop:", help="Finish after this step; the model is "
                   "still evaluated and saved")

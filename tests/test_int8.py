@@ -15,12 +15,13 @@ from resnet_viz.quantization.int8 import (
     QuantizationError,
     export_program,
     fold_batch_norm,
+    folded_batch_norms,
     load_program,
     quantize_int8,
     save_program,
     tensor_bytes,
 )
-from resnet_viz.training import accuracy
+from resnet_viz.training import accuracy, checkpoint_bytes
 
 CPU = torch.device("cpu")
 TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))  # as conftest's `trained`
@@ -74,6 +75,16 @@ def test_folding_batch_norm_keeps_the_outputs(config):
         expected, got = model(x), folded(x)
     assert expected.abs().max() > 0.1
     assert (got - expected).abs().max() < 1e-4
+
+
+def test_folded_batch_norms_are_named_in_full():
+    assert folded_batch_norms(build_model(TINY)) == [
+        ("conv1", "bn1"), ("layer1.0.conv1", "layer1.0.bn1"), ("layer1.0.conv2", "layer1.0.bn2"),
+        ("layer2.0.conv1", "layer2.0.bn1"), ("layer2.0.conv2", "layer2.0.bn2"),
+        ("layer2.0.downsample.0", "layer2.0.downsample.1")]
+    pairs = folded_batch_norms(build_model(BOTTLENECK))
+    assert ("layer2.1.conv3", "layer2.1.bn3") in pairs and ("layer1.0.downsample.0", "layer1.0.downsample.1") in pairs
+    assert len(pairs) == sum(isinstance(m, nn.BatchNorm2d) for m in build_model(BOTTLENECK).modules())
 
 
 @needs_torchao
@@ -163,3 +174,24 @@ def test_quantizing_needs_calibration_images_and_torchao(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", None)
     with pytest.raises(QuantizationError, match=r"needs the torchao package \(pip install torchao\)"):
         quantize_int8(model, [torch.randn(2, 3, 32, 32)])
+
+
+def test_cli_int8_without_torchao_says_so_in_one_line_and_writes_nothing(trained, tmp_path, capsys, monkeypatch):
+    from resnet_viz.cli import main
+
+    model, data = trained
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint_bytes(model, TINY, {"mean": list(data.mean), "std": list(data.std),
+                                                          "classes": list(data.classes)}))
+    for name in ("torchao", "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it raises ImportError, as if it were not installed
+    out = tmp_path / "q"
+    code = main(["quantize", str(checkpoint), "--data", "synthetic", "--limit-per-class", "10", "--mode", "int8",
+                 "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    # one line: the progress bar draws and clears itself on it (carriage returns), then the sentence
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err, captured.err
+    last = captured.err.rsplit("\r", 1)[-1]
+    assert last == "error: int8 quantization needs the torchao package (pip install torchao)\n"
+    assert not out.exists()

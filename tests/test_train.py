@@ -12,8 +12,8 @@ import torch
 from resnet_viz import ConfigError, ResNetConfig, build_model, preset
 from resnet_viz.cli import main
 from resnet_viz.data import load_dataset, synthetic_dataset
-from resnet_viz.jobs import TrainingJob
 from resnet_viz.errors import CheckpointError
+from resnet_viz.jobs import TrainingJob
 from resnet_viz.training import (
     Trainer,
     TrainSettings,

@@ -58,6 +58,18 @@ def conv_bn_pairs(model: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
                 yield parent, conv, bn
 
 
+def folded_batch_norms(model: nn.Module) -> list[tuple[str, str]]:
+    """(conv, BN) qualified names, as ``named_modules`` gives them, of each pair ``fold_batch_norm`` folds:
+    ("conv1", "bn1") in the stem, ("layer2.0.downsample.0", "layer2.0.downsample.1") in a projection shortcut."""
+    names = {module: name for name, module in model.named_modules()}
+    return [(_qualified(names[parent], conv), _qualified(names[parent], bn)) for parent, conv, bn in
+            conv_bn_pairs(model)]
+
+
+def _qualified(parent: str, child: str) -> str:
+    return f"{parent}.{child}" if parent else child
+
+
 @torch.no_grad()
 def fold_batch_norm(model: nn.Module) -> nn.Module:
     """An eval-mode copy in which each BatchNorm2d is folded into the weight and bias of the conv before it and

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..config import ResNetConfig
+from ..data import Dataset
 from ..errors import ConfigError
-from ..training import accuracy, check_classes, load_checkpoint, pick_device
+from ..training import Progress, accuracy, check_classes, load_checkpoint, pick_device
 from . import int8
 from .fake import Scheme, calibration_batches, fake_quantized, quantizable_layers, weight_bytes
 from .qat import quantization_aware_finetune
+from .reports import Int8Report, QatReport, Report, SensitivityReport, SweepReport
 
 
 def sweep(model: nn.Module, data, device: torch.device, bits: Iterable[int] = (8, 6, 4, 3, 2),
@@ -69,58 +73,94 @@ def mixed_precision_plan(model: nn.Module, data, device: torch.device, ranking: 
             "float32_bytes": weight_bytes(model, 32)}
 
 
+@dataclass(frozen=True)
+class Study:
+    """A saved network loaded for a study, the data to measure it on (normalised as the network was trained), and
+    what was asked: bit widths (None: the mode's default), fine-tuning epochs, and progress callbacks."""
+
+    model: nn.Module
+    config: ResNetConfig
+    data: Dataset
+    device: torch.device
+    bits: list[int] | None = None
+    epochs: int = 3
+    progress: Callable[[int, int], None] | None = None  # done, total
+    on_step: Callable[[Progress], None] | None = None  # each training step of a fine-tune
+
+    @property
+    def width(self) -> int:
+        """The one bit width of a study other than the sweep."""
+        return self.bits[0] if self.bits else 4
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A kind of study, as the app offers it (``label``) and the command line explains it (``help``)."""
+
+    label: str
+    help: str
+    run: Callable[[Study], Report]
+
+
 def run_study(checkpoint, data, mode: str, bits: Iterable[int] | None = None, epochs: int = 3,
-              device: str = "auto", progress=None, on_step=None) -> dict:
-    """One study of a saved network, as a JSON-ready report (plus the fine-tuned model under "model" for qat,
-    the int8 program under "program" for int8): ``mode`` "sweep", "sensitivity", "qat" or "int8". Both the
-    command line and the app run this."""
+              device: str = "auto", progress=None, on_step=None) -> Report:
+    """One study of a saved network: ``mode`` is a key of ``MODES``. Both the command line and the app run this."""
+    if mode not in MODES:
+        raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     dev = pick_device(device)
     model, config, meta = load_checkpoint(checkpoint, dev)
-    model = model.float()
     if "mean" in meta:  # normalise as the network was trained
         data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
     check_classes(config, data, "the checkpoint")
-    bits = list(bits) if bits else None
-    report = {"mode": mode, "network": config.describe(), "config": config.to_dict(), "data": data.describe()}
-    if mode == "sweep":
-        report["rows"] = sweep(model, data, dev, bits=bits or (8, 6, 4, 3, 2), progress=progress)
-    elif mode == "sensitivity":
-        rows = sensitivity(model, data, dev, Scheme(bits=bits[0] if bits else 4), progress=progress)
-        plan = mixed_precision_plan(model, data, dev, rows, fragile=max(1, len(rows) // 5))
-        report.update(bits=bits[0] if bits else 4, rows=rows, plan=plan)
-    elif mode == "int8":
-        report.update(_int8_study(model, config, data, dev, progress))
-    elif mode == "qat":
-        tuned = quantization_aware_finetune(model, config, data, dev, bits=bits[0] if bits else 4, epochs=epochs,
-                                            on_progress=on_step)
-        report.update(tuned)
-    else:
-        raise ConfigError(f"mode {mode!r} is not one of sweep, sensitivity, qat, int8")
-    return report
+    study = Study(model.float(), config, data, dev, list(bits) if bits else None, epochs, progress, on_step)
+    return MODES[mode].run(study)
 
 
-def _int8_study(model: nn.Module, config, data, device: torch.device, progress=None) -> dict:
-    """Real int8 on this CPU (torchao PT2E, see resnet_viz.int8) next to float32: accuracy, bytes and speed."""
-    steps = 5
-    calib = calibration_batches(data, torch.device("cpu"), images=512)
-    folded = [f"{conv} ← {bn}" for _, conv, bn in int8.conv_bn_pairs(model)]
-    program = int8.quantize_int8(model.to("cpu"), calib)
-    if progress:
-        progress(1, steps)
-    quantized = int8.CompiledModel(program)
-    cpu = torch.device("cpu")
+def _sweep_study(study: Study) -> SweepReport:
+    rows = sweep(study.model, study.data, study.device, bits=study.bits or (8, 6, 4, 3, 2), progress=study.progress)
+    return SweepReport(study.config, study.data.describe(), rows)
+
+
+def _sensitivity_study(study: Study) -> SensitivityReport:
+    model, data, device = study.model, study.data, study.device
+    rows = sensitivity(model, data, device, Scheme(bits=study.width), progress=study.progress)
+    plan = mixed_precision_plan(model, data, device, rows, fragile=max(1, len(rows) // 5))
+    return SensitivityReport(study.config, data.describe(), study.width, rows, plan)
+
+
+def _qat_study(study: Study) -> QatReport:
+    data = study.data
+    tuned = quantization_aware_finetune(study.model, study.config, data, study.device, bits=study.width,
+                                        epochs=study.epochs, on_progress=study.on_step)
+    normalisation = {"mean": list(data.mean), "std": list(data.std), "classes": list(data.classes)}
+    return QatReport(study.config, data.describe(), tuned["bits"], tuned["float32"], tuned["before"], tuned["after"],
+                     tuned["history"], study.epochs, tuned["model"], normalisation)
+
+
+def _int8_study(study: Study) -> Int8Report:
+    """Real int8 on this CPU (torchao PT2E, see resnet_viz.quantization.int8) next to float32: accuracy, bytes and
+    speed."""
+    steps, cpu, progress = 5, torch.device("cpu"), study.progress or (lambda done, total: None)
+    model, shape = study.model.to(cpu), study.config.input_shape
+    program = int8.quantize_int8(model, calibration_batches(study.data, cpu, images=512))
+    progress(1, steps)
     rows = []
-    for name, runner in (("float32", model), ("int8", quantized)):
-        acc = accuracy(runner, data, cpu)
-        if progress:
-            progress(2 + len(rows), steps)
+    for name, runner in (("float32", model), ("int8", int8.CompiledModel(program))):
+        acc = accuracy(runner, study.data, cpu)
+        progress(2 + len(rows), steps)
         rows.append({"model": name, "accuracy": acc,
-                     "latency_ms_batch_1": int8.latency_ms(runner, config.input_shape, runs=50, warmup=5),
-                     "images_per_s_batch_256": int8.images_per_s(runner, config.input_shape, runs=5, warmup=2)})
-    sizes = int8.tensor_bytes(program)
+                     "latency_ms_batch_1": int8.latency_ms(runner, shape, runs=50, warmup=5),
+                     "images_per_s_batch_256": int8.images_per_s(runner, shape, runs=5, warmup=2)})
     rows[0]["weight_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
-    rows[1]["weight_bytes"] = sum(sizes.values())
-    if progress:
-        progress(steps, steps)
-    return {"rows": rows, "batch_norms_folded": folded, "int8_bytes_by_dtype": sizes, "program": program,
-            "float32_model": model}
+    rows[1]["weight_bytes"] = sum(int8.tensor_bytes(program).values())
+    progress(steps, steps)
+    folded = [f"{conv} ← {bn}" for conv, bn in int8.folded_batch_norms(model)]
+    return Int8Report(study.config, study.data.describe(), rows, folded, program, model)
+
+
+MODES: dict[str, Mode] = {
+    "int8": Mode("Real int8 on this CPU", "real int8 against float32 on this CPU", _int8_study),
+    "sweep": Mode("Bit sweep (simulated)", "accuracy at each bit width per scheme", _sweep_study),
+    "sensitivity": Mode("Layer sensitivity", "one layer at a time", _sensitivity_study),
+    "qat": Mode("Quantization-aware fine-tune", "a short quantization-aware fine-tune", _qat_study),
+}
