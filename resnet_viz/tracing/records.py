@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import ResNetConfig
+from ..errors import ConfigError
 from ..formatting import format_pair, format_shape
 
 Shape = tuple[int, ...]
@@ -69,7 +70,7 @@ class Totals:
     def training_step_bytes(self, optimizer: str = "sgd") -> int:
         """Estimated memory of a training step: saved activations + weights + gradients + optimizer state."""
         if optimizer not in OPTIMIZER_STATES:
-            raise ValueError(f"optimizer {optimizer!r} is not one of {', '.join(OPTIMIZER_STATES)}")
+            raise ConfigError(f"optimizer {optimizer!r} is not one of {', '.join(OPTIMIZER_STATES)}")
         return self.activation_bytes + self.param_bytes * (2 + OPTIMIZER_STATES[optimizer]) + self.buffer_bytes
 
     @property

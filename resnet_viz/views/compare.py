@@ -15,6 +15,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from ..config import ResNetConfig, preset
+from ..errors import ConfigError
 from ..tracing import Trace, trace
 
 CIFAR_DEPTHS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
@@ -44,7 +45,7 @@ class Comparison:
 def compare(configs: Sequence[ResNetConfig], batch_size: int = 1) -> Comparison:
     """Trace every config and tabulate it against the first one."""
     if not configs:
-        raise ValueError("compare() needs at least one config; the first one is the baseline for the deltas")
+        raise ConfigError("compare() needs at least one config; the first one is the baseline for the deltas")
     traces = tuple(trace(config, batch_size=batch_size) for config in configs)
     labels = unique_labels(configs)
     totals = pd.DataFrame([_totals_row(label, t) for label, t in zip(labels, traces)])

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import graphviz
 
+from ..errors import ConfigError
 from ..formatting import human, human_bytes, shape_text
 from ..tracing import Layer, Trace
 from .graph import DIRECTIONS
@@ -86,7 +87,7 @@ class _Cluster:
 
 def _new_graph(trace: Trace, direction: str, title: str) -> graphviz.Digraph:
     if direction not in DIRECTIONS:
-        raise ValueError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
+        raise ConfigError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
     g = graphviz.Digraph(name=trace.model_name or "model")
     g.attr(rankdir=direction, fontname=FONT, fontsize="14", label=title, labelloc="t",
            nodesep="0.25", ranksep="0.3")
@@ -141,7 +142,7 @@ def block_diagram(
     ``heat_label``; blocks are then never folded, since each has its own value.
     """
     if level not in LEVELS:
-        raise ValueError(f"level {level!r} is not one of {', '.join(LEVELS)}")
+        raise ConfigError(f"level {level!r} is not one of {', '.join(LEVELS)}")
     title = _title(trace)
     if level == "stage":
         return _stage_diagram(trace, direction, title, legend)

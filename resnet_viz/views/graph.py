@@ -8,6 +8,7 @@ import graphviz
 from torch import nn
 
 from ..config import ResNetConfig
+from ..errors import ConfigError
 from ..model import build_model
 
 DIRECTIONS = ("TB", "LR")
@@ -28,7 +29,7 @@ def computational_graph(
     import torchview
 
     if direction not in DIRECTIONS:
-        raise ValueError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
+        raise ConfigError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
     if isinstance(config_or_model, ResNetConfig):
         config, model = config_or_model, build_model(config_or_model, device="meta")
     else:
@@ -37,7 +38,7 @@ def computational_graph(
             config_or_model).to("meta")
     if input_size is None:
         if not isinstance(config, ResNetConfig):
-            raise ValueError("input_size (C, H, W) is needed for a model that was not built from a config")
+            raise ConfigError("input_size (C, H, W) is needed for a model that was not built from a config")
         input_size = config.input_shape
     graph = torchview.draw_graph(
         model, input_size=(batch_size, *input_size), device="meta", depth=depth, expand_nested=expand_nested,
