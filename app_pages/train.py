@@ -30,16 +30,15 @@ with st.form("settings", border=True):
     path = b.text_input("Folder or .tar.gz (for that choice)", key="train_path",
                         placeholder="/data/cifar10-jpeg-train.tar.gz: train/<class>/*.jpg, optional val/ or test/")
     c, d, e, f = st.columns(4)
-    epochs = c.number_input("Epochs", 1, 500, DEFAULTS.epochs, key="train_epochs", help=help_of("epochs"))
-    batch = d.number_input("Batch size", 8, 8192, DEFAULTS.batch_size, step=64, key="train_batch",
-                           help=help_of("batch_size"))
-    lr = e.number_input("Peak learning rate", 0.001, 10.0, DEFAULTS.lr, format="%.3f", key="train_lr",
-                        help=help_of("lr"))
+    epochs = c.number_input("Epochs", 1, 500, DEFAULTS.epochs, key="train_epochs")
+    batch = d.number_input("Batch size", 8, 8192, DEFAULTS.batch_size, step=64, key="train_batch")
+    lr = e.number_input("Peak learning rate", 0.001, 10.0, DEFAULTS.lr, format="%.3f", key="train_lr")
     budget = f.number_input("Time budget (s, 0: none)", 0, 86_400, int(DEFAULTS.time_budget or 0), key="train_budget",
                             help=help_of("time_budget"))
     g, h, i = st.columns(3)
     limit = g.number_input("Images per class (0: all)", 0, 100_000, 0, key="train_limit")
-    device = h.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key="train_device", help=help_of("device"))
+    devices = ["auto", "cpu", "cuda", "mps"]
+    device = h.selectbox("Device", devices, devices.index(DEFAULTS.device), key="train_device")
     compile_model = i.toggle("torch.compile", DEFAULTS.compile, key="train_compile",
                              help="Slower start, faster steps on a GPU")
     with st.expander("On several GPUs or machines: the torchrun command", icon=":material/terminal:"):

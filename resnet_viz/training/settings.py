@@ -84,9 +84,9 @@ def flagged() -> list[dataclasses.Field]:
 
 
 def help_of(name: str) -> str:
-    """A setting's help, with its default: for a form's tooltip."""
-    f = SETTINGS[name]
-    return f"{f.metadata['help'][:1].upper()}{f.metadata['help'][1:]} (default {f.default})"
+    """A setting's help as a sentence of its own: for a form's tooltip."""
+    text = SETTINGS[name].metadata["help"]
+    return f"{text[:1].upper()}{text[1:]}"
 
 
 def changed_run_setting(a: TrainSettings, b: TrainSettings) -> str | None:
