@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from resnet_viz import ConfigError, ResNetConfig, Trace, trace
+from resnet_viz.training import pick_device, precision_and_why
 from resnet_viz.views import compare, export
 from resnet_viz.views.charts import shape_journey
 from resnet_viz.views.diagram import block_diagram
@@ -81,6 +82,13 @@ def depth_series(shortcut: str) -> pd.DataFrame:
 @st.cache_data(max_entries=64, show_spinner=False)
 def diagram_source(config: ResNetConfig, level: str, direction: str = "TB", fold: bool = True) -> str:
     return block_diagram(traced(config), level, direction, fold).source
+
+
+@st.cache_resource(show_spinner=False)
+def machine_precision() -> tuple[str, str, str]:
+    """The device "auto" trains on here, the precision it uses and why."""
+    device = pick_device("auto")
+    return (str(device), *precision_and_why("auto", device))
 
 
 DATA_SOURCES = {

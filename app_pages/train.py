@@ -6,7 +6,16 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import DATA_SOURCES, config, data_source, downloads, painted_source, polling, sentence
+from app_pages.common import (
+    DATA_SOURCES,
+    config,
+    data_source,
+    downloads,
+    machine_precision,
+    painted_source,
+    polling,
+    sentence,
+)
 from resnet_viz import ConfigError
 from resnet_viz.formatting import human_bytes
 from resnet_viz.jobs import TrainingJob
@@ -21,8 +30,10 @@ job: TrainingJob | None = state.get("job")
 running = job is not None and job.running()
 
 st.title("Train")
+where, precision, why = machine_precision()
 st.caption(f"{cfg.describe()} · the whole split lives on the device and is augmented there (random crop, flip); "
-           "SGD with Nesterov momentum, one-cycle learning rate, label smoothing; bf16 where the hardware has it.")
+           "SGD with Nesterov momentum, one-cycle learning rate, label smoothing; bf16 where the hardware has it. "
+           f"Here a run on {where} trains in {precision}: {why}.")
 
 with st.form("settings", border=True):
     a, b = st.columns(2)

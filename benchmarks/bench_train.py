@@ -19,7 +19,7 @@ import torch
 
 from benchmarks import machine
 from benchmarks.plain_loop import plain_loop_images_per_s
-from resnet_viz import preset
+from resnet_viz import preset, trace
 from resnet_viz.data import default_cache_dir, load_dataset
 from resnet_viz.training import Trainer, TrainSettings
 
@@ -54,6 +54,12 @@ def main() -> None:
     ours, precision = our_images_per_s(data, args.steps)
     print(f"plain loop (DataLoader + torchvision transforms, fp32, batch 128): {plain:,.0f} images/s")
     print(f"ours ({precision}, channels_last, batch 256): {ours:,.0f} images/s = {ours / plain:.2f}× the plain loop")
+    # a training image costs a forward pass and a backward pass of about twice its FLOPs
+    flops = 3 * trace(preset("resnet20")).totals.flops
+    peak, how = machine.fp32_peak_gflops()
+    for name, rate in (("plain loop", plain), ("ours", ours)):
+        print(f"{name}: {rate * flops / 1e9:.1f} GFLOP/s ({flops / 1e9:.3f} GFLOP a training image), "
+              f"{rate * flops / 1e9 / peak:.1%} of the fp32 FMA peak of {peak:.0f} GFLOP/s ({how})")
     if args.budget:
         trainer = Trainer(preset("resnet20"), data, TrainSettings(epochs=30, batch_size=256, lr=0.2,
                                                                    time_budget=args.budget))

@@ -29,3 +29,20 @@ def describe() -> str:
     bf16 = "native bf16" if {"avx512_bf16", "amx_bf16"} & flags else "no native bf16"
     return (f"{model}, {os.cpu_count()} cores, flags: {vector} ({bf16}); torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads")
+
+
+def fp32_peak_gflops() -> tuple[float, str]:
+    """The CPU's nominal fp32 peak (all cores, fused multiply-adds on every lane) and how it was worked out:
+    cores × clock × FLOPs a cycle, with two FMA units a core (Zen 3 and most Xeons have two). Rough, as any
+    peak: the clock is the one /proc/cpuinfo reports, without turbo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        mhz = float(next(line.split(":")[1] for line in text.splitlines() if line.startswith("cpu MHz")))
+    except (OSError, StopIteration, ValueError):
+        return float("nan"), "unknown (no /proc/cpuinfo clock)"
+    _, flags = cpu()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4  # fp32 values in one vector register
+    fused = "fma" in flags or "avx512f" in flags  # a multiply and an add in one instruction
+    per_cycle = 2 * lanes * (2 if fused else 1)  # two units, each on every lane
+    cores = os.cpu_count() or 1
+    return cores * mhz * per_cycle / 1000, f"{cores} cores × {mhz / 1000:.2f} GHz × {per_cycle:g} FLOPs a cycle"

@@ -296,3 +296,20 @@ def test_training_on_a_gpu_uses_bf16_and_channels_last(synthetic):
     result = trainer.run()
     assert result.device.startswith("cuda") and result.precision == "bf16"
     assert next(trainer.model.parameters()).is_cuda
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    from resnet_viz.training import devices, precision_and_why
+
+    cpu = torch.device("cpu")
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    native = bool({"avx512_bf16", "amx_bf16"} & flags)
+    precision, why = precision_and_why("auto", cpu)
+    assert precision == ("bf16" if native else "fp32") and ("natively" in why) == native
+    assert precision_and_why("fp32", cpu) == ("fp32", "as asked") and precision_and_why("bf16", cpu)[0] == "bf16"
+    monkeypatch.setattr(devices, "_cpu_has_bf16", lambda: False)
+    assert precision_and_why("auto", cpu) == ("fp32", "this CPU has no native bf16 (no AVX-512 bf16, no AMX), "
+                                                      "where bf16 would be slower than fp32")
+    monkeypatch.setattr(devices, "_cpu_has_bf16", lambda: True)
+    assert precision_and_why("auto", cpu)[0] == "bf16"

@@ -84,8 +84,8 @@ def cmd_train(args: argparse.Namespace) -> str:
     if world.main:
         where = f", {world.describe()}" if world.distributed else ""
         again = f"\ngoing on from step {resume.position.step:,} of {resume.path}" if resume else ""
-        print(f"{config.describe()}\n{data.describe()}\ndevice {trainer.device}, {trainer.precision}{where}{again}",
-              file=sys.stderr)
+        print(f"{config.describe()}\n{data.describe()}\ndevice {trainer.device}, {trainer.precision} "
+              f"({trainer.precision_reason}){where}{again}", file=sys.stderr)
     with progress_bar("training", enabled=world.main) as bar, stop_on_signals(trainer, world, bar):
         result = trainer.run(on_progress=bar.show)
     if not world.main:

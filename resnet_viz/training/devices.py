@@ -30,13 +30,23 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def pick_precision(setting: str, device: torch.device) -> str:
+    return precision_and_why(setting, device)[0]
+
+
+def precision_and_why(setting: str, device: torch.device) -> tuple[str, str]:
+    """The precision a run uses ("bf16" autocast or "fp32") and why, in words, for a setting of "auto", "bf16"
+    or "fp32": "auto" takes bf16 only where the hardware computes it natively."""
     if setting != "auto":
-        return setting
+        return setting, "as asked"
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu" and _cpu_has_bf16():
-        return "bf16"
-    return "fp32"
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "this GPU computes bf16 natively"
+        return "fp32", "this GPU has no bf16"
+    if device.type == "cpu":
+        if _cpu_has_bf16():
+            return "bf16", "this CPU computes bf16 natively (AVX-512 bf16 or AMX)"
+        return "fp32", "this CPU has no native bf16 (no AVX-512 bf16, no AMX), where bf16 would be slower than fp32"
+    return "fp32", f"bf16 autocast is not used on {device.type}"
 
 
 def _cpu_has_bf16() -> bool:

@@ -38,7 +38,7 @@ from ..formatting import format_shape
 from ..io import csv_bytes, write_file
 from ..model import build_model
 from .checkpoints import Position, Resume, checkpoint_bytes
-from .devices import autocast, pick_device, pick_precision
+from .devices import autocast, pick_device, precision_and_why
 from .distributed import World
 from .evaluation import check_classes, evaluate, per_class_rows, share
 from .schedule import lr_factor, param_groups
@@ -181,7 +181,7 @@ class Trainer:
         if self.out_dir is not None:
             _check_writable(self.out_dir)
         self.device = self.world.device if self.world.distributed else pick_device(self.settings.device)
-        self.precision = pick_precision(self.settings.precision, self.device)
+        self.precision, self.precision_reason = precision_and_why(self.settings.precision, self.device)
         self._check_processes()
         if resume is not None:
             self._check_resume(resume)

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from resnet_viz import ResNetConfig, preset
 from resnet_viz.cli import build_parser
 from resnet_viz.cli.train import run_setup as _run_setup
+from resnet_viz.training import pick_device, precision_and_why
 from resnet_viz.views.compare import CIFAR_DEPTHS
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -301,6 +302,8 @@ def test_train_page_runs_watches_and_offers_the_checkpoint():
     at.switch_page("app_pages/train.py").run()
     ok(at)
     assert "start it" in at.info[0].value
+    precision, why = precision_and_why("auto", pick_device("auto"))
+    assert f"trains in {precision}: {why}." in at.caption[0].value
     start_training(at)
     ok(at)
     at.session_state["job"].join(timeout=120)
