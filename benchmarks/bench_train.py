@@ -24,9 +24,10 @@ from resnet_viz.data import default_cache_dir, load_dataset
 from resnet_viz.training import Trainer, TrainSettings
 
 
-def our_images_per_s(data, steps: int, warmup: int = 5, batch_size: int = 256) -> tuple[float, str]:
+def our_images_per_s(data, steps: int, warmup: int = 5, batch_size: int = 256,
+                     compile: bool = False) -> tuple[float, str]:
     rates: list[tuple[int, float]] = []
-    settings = TrainSettings(epochs=1000, batch_size=batch_size, lr=0.2)
+    settings = TrainSettings(epochs=1000, batch_size=batch_size, lr=0.2, compile=compile)
     trainer = Trainer(preset("resnet20"), data, settings)
 
     def on_progress(p) -> None:
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="the CIFAR-10 JPEG .tar.gz (or its extracted folder)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--budget", type=float, help="also train ResNet-20 for this many seconds and report accuracy")
+    parser.add_argument("--compile", action="store_true", help="our loop with torch.compile (the compile is warm-up)")
     args = parser.parse_args()
     print(machine.describe())
     data = load_dataset(args.data)
@@ -51,9 +53,10 @@ def main() -> None:
         Path(args.data) / "train"
     print(f"{data.describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     plain = plain_loop_images_per_s(extracted, torch.device("cpu"), workers=2, steps=args.steps)
-    ours, precision = our_images_per_s(data, args.steps)
+    ours, precision = our_images_per_s(data, args.steps, compile=args.compile)
     print(f"plain loop (DataLoader + torchvision transforms, fp32, batch 128): {plain:,.0f} images/s")
-    print(f"ours ({precision}, channels_last, batch 256): {ours:,.0f} images/s = {ours / plain:.2f}× the plain loop")
+    how = f"{precision}, channels_last{', torch.compile' if args.compile else ''}, batch 256"
+    print(f"ours ({how}): {ours:,.0f} images/s = {ours / plain:.2f}× the plain loop")
     # a training image costs a forward pass and a backward pass of about twice its FLOPs
     flops = 3 * trace(preset("resnet20")).totals.flops
     peak, how = machine.fp32_peak_gflops()
