@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import PRESETS, SHORTCUTS, ResNetConfig, preset
 from ..errors import ConfigError, UsageError
+from ..training.settings import SETTINGS
 
 
 class Parser(argparse.ArgumentParser):
@@ -60,9 +61,6 @@ def config_from_args(args: argparse.Namespace, arch: str | None = None) -> ResNe
     return dataclasses.replace(config, **overrides) if overrides else config
 
 
-DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"
-
-
 def add_data_arguments(p: argparse.ArgumentParser, device: bool = True) -> None:
     p.add_argument("--data", required=True, metavar="NAME_OR_PATH",
                    help="cifar10, cifar100, synthetic, or an ImageFolder folder or .tar.gz")
@@ -70,7 +68,7 @@ def add_data_arguments(p: argparse.ArgumentParser, device: bool = True) -> None:
     p.add_argument("--download", action="store_true", help="download CIFAR with torchvision (needs the network)")
     p.add_argument("--limit-per-class", type=int, help="use at most this many training images per class")
     if device:
-        p.add_argument("--device", default="auto", help=DEVICE_HELP)
+        p.add_argument("--device", default="auto", help=SETTINGS["device"].metadata["help"])
 
 
 def load_data(args: argparse.Namespace, show: bool = True):
