@@ -91,6 +91,7 @@ class TrainingState(JobState):
     data: str = ""
     device: str = ""
     precision: str = ""
+    choice: str = ""  # the batch size and learning rate, and why
     latest: Progress | None = None
     points: list[dict[str, float]] = field(default_factory=list)  # step, loss, train_acc, lr, images_per_s
     epochs: list[dict[str, float]] = field(default_factory=list)  # val accuracy after each epoch
@@ -127,8 +128,12 @@ class TrainingJob(BackgroundJob):
         self._trainer = Trainer(self.config, data, self.settings, out_dir=self.out_dir)
         if self._stop_requested.is_set():
             self._trainer.stop()
-        self._update(status="training", message="", progress=0.0, data=data.describe(),
-                     device=str(self._trainer.device), precision=self._trainer.precision)
+        facts = {"data": data.describe(), "device": str(self._trainer.device), "precision": self._trainer.precision}
+        if self._trainer.measuring():
+            self._update(status="measuring the speed", message="", progress=0.0, **facts,
+                         choice=f"measuring the speed at batch {self._trainer.choice.batch_size}")
+        choice = self._trainer.choose()
+        self._update(status="training", message="", progress=0.0, choice=choice.describe(), **facts)
         result = self._trainer.run(on_progress=self._on_progress, on_inspect=self._on_inspect,
                                    on_epoch=self._on_epoch)
         return {"result": result, "epochs": result.history,

@@ -86,7 +86,7 @@ def test_micro_batches_accumulate_the_gradient_of_the_whole_batch():
                 grads[name] = {n: p.grad.clone() for n, p in model.named_parameters()}
         return hook
 
-    settings = TrainSettings(epochs=1, batch_size=64, precision="fp32", micro_batches=2)
+    settings = TrainSettings(epochs=1, batch_size=64, precision="fp32", micro_batches=2, low_res=0)
     Trainer(TINY, data, settings).run(on_backward=keep("accumulated"))
     batches = DeviceBatches(data.train, "cpu", data.mean, data.std, channels_last=True)
     x, y = next(batches.global_batches(64, seed=0, epoch=1))

@@ -52,7 +52,7 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
         if isinstance(default, bool):
             p.add_argument(meta["flag"], action="store_true", help=meta["help"])
             continue
-        kind = float if f.type in ("float", "float | None") else int if f.type == "int" else str
+        kind = float if f.type in ("float", "float | None") else int if f.type in ("int", "int | None") else str
         shown = "" if default is None else f" (default {default})"
         p.add_argument(meta["flag"], type=kind, choices=meta["choices"], metavar=meta["metavar"],
                        help=f"{meta['help']}{shown}")
@@ -86,6 +86,11 @@ def cmd_train(args: argparse.Namespace) -> str:
         again = f"\ngoing on from step {resume.position.step:,} of {resume.path}" if resume else ""
         print(f"{config.describe()}\n{data.describe()}\ndevice {trainer.device}, {trainer.precision} "
               f"({trainer.precision_reason}){where}{again}", file=sys.stderr)
+        if trainer.measuring():
+            print(f"measuring the speed at batch {trainer.choice.batch_size}…", file=sys.stderr)
+    choice = trainer.choose()
+    if world.main:
+        print(choice.describe(), file=sys.stderr)
     with progress_bar("training", enabled=world.main) as bar, stop_on_signals(trainer, world, bar):
         result = trainer.run(on_progress=bar.show)
     if not world.main:

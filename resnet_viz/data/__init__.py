@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from . import cifar, folders
-from .batches import CROP_PADDING, DeviceBatches, crop_and_flip, crop_shifts, flip, shift_and_flip
+from .batches import CROP_PADDING, DeviceBatches, crop_and_flip, crop_shifts, downscale, flip, shift_and_flip
 from .cifar import CIFAR_MEAN, CIFAR_STD
 from .folders import IMAGE_EXTENSIONS
 from .splits import VAL_FRACTION, Dataset, Progress, Split, channel_stats, default_cache_dir
@@ -20,7 +20,7 @@ from .synthetic import SYNTHETIC_NAME, synthetic_dataset
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "CROP_PADDING", "IMAGE_EXTENSIONS", "SYNTHETIC_NAME", "VAL_FRACTION", "DataError",
            "Dataset", "DeviceBatches", "Split", "channel_stats", "crop_and_flip", "crop_shifts", "default_cache_dir",
-           "flip", "load_dataset", "shift_and_flip", "synthetic_dataset"]
+           "downscale", "flip", "load_dataset", "shift_and_flip", "synthetic_dataset"]
 
 
 def load_dataset(source: str | Path, root: str | Path | None = None, cache_dir: str | Path | None = None,

@@ -101,6 +101,15 @@ class DeviceBatches:
         return x.mul_(self._scale).add_(self._shift)
 
 
+def downscale(x: torch.Tensor, factor: float = 0.75) -> torch.Tensor:
+    """A batch (B, C, H, W) resized to ``factor`` of its side (antialiased bilinear), in the same memory format:
+    the low-resolution images of progressive resizing."""
+    size = (max(1, round(x.shape[2] * factor)), max(1, round(x.shape[3] * factor)))
+    small = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return small.contiguous(memory_format=fmt)
+
+
 def _check_batch_size(batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"the batch size must be a whole number of 1 or more, got {batch_size!r}")

@@ -46,13 +46,14 @@ def launcher(nproc_per_node: int, nnodes: int, endpoint: str) -> list[str]:
 
 def settings_arguments(settings: TrainSettings, processes: int) -> list[str]:
     """The flags that give ``settings``: each one that differs from its default, and epochs, batch size and
-    learning rate always. With several processes each takes its own GPU (or the CPU), so only "cpu" or "cuda"
-    is passed as the device, and SyncBN only applies there."""
+    learning rate always where they are given (left out, each process chooses them by the same rule). With
+    several processes each takes its own GPU (or the CPU), so only "cpu" or "cuda" is passed as the device, and
+    SyncBN only applies there."""
     args: list[str] = []
     always = {"epochs", "batch_size", "lr"}
     for f in flagged():
         value, flag = getattr(settings, f.name), f.metadata["flag"]
-        if value == getattr(DEFAULTS, f.name) and f.name not in always:
+        if value is None or (value == getattr(DEFAULTS, f.name) and f.name not in always):
             continue
         if f.name == "device" and processes > 1 and value not in ("cpu", "cuda"):
             continue

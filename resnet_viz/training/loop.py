@@ -2,7 +2,9 @@
 or, started by torchrun, on several processes with DistributedDataParallel (see ``distributed``).
 
 SGD with Nesterov momentum; a one-cycle (or cosine) learning rate with warm-up; label smoothing;
-no weight decay on BN and biases; bf16 autocast where the hardware has it (CUDA, and CPUs with
+no weight decay on BN and biases; the first half of the run on images downscaled to 3/4 of their side
+(progressive resizing); a batch size and learning rate chosen for the device and the time budget when they are
+not given (``defaults``); bf16 autocast where the hardware has it (CUDA, and CPUs with
 native bf16); channels_last and optional ``torch.compile``. The schedule runs on progress, the
 larger of the share of steps done and the share of the time budget used, so a run cut short by
 its budget still anneals. A stop request or the budget ends the run cleanly: the model is
@@ -32,12 +34,13 @@ import torch
 from torch import nn
 
 from ..config import ResNetConfig
-from ..data import Dataset, DeviceBatches
+from ..data import Dataset, DeviceBatches, Split, downscale
 from ..errors import ConfigError
 from ..formatting import format_shape
 from ..io import csv_bytes, write_file
 from ..model import build_model
 from .checkpoints import Position, Resume, checkpoint_bytes
+from .defaults import Choice, choose, needs_measuring
 from .devices import autocast, pick_device, precision_and_why
 from .distributed import World
 from .evaluation import check_classes, evaluate, per_class_rows, share
@@ -182,11 +185,65 @@ class Trainer:
             _check_writable(self.out_dir)
         self.device = self.world.device if self.world.distributed else pick_device(self.settings.device)
         self.precision, self.precision_reason = precision_and_why(self.settings.precision, self.device)
+        self._lr_given = self.settings.lr
+        self._measuring = needs_measuring(self.settings.batch_size, self.settings.time_budget, self.world.size)
+        self.measured_seconds = 0.0  # spent measuring the speed, counted in the time budget
+        self._settle(choose(self.settings.batch_size, self.settings.lr, self.device, multiple=self._multiple()))
         self._check_processes()
         if resume is not None:
             self._check_resume(resume)
         self._stop = threading.Event()
         self.model: nn.Module | None = None
+
+    def _multiple(self) -> int:
+        return self.world.size * self.settings.micro_batches
+
+    def _settle(self, choice: Choice) -> None:
+        self.choice = choice
+        self.settings = dataclasses.replace(self.settings, batch_size=choice.batch_size, lr=choice.lr)
+
+    def measuring(self) -> bool:
+        """Whether ``choose`` has yet to measure the speed."""
+        return self._measuring
+
+    def choose(self) -> Choice:
+        """The batch size and learning rate this run trains with, and why. Where the batch is chosen for a time
+        budget, the first call measures the speed at the device's batch (a few steps of a scratch copy of the
+        network, counted in the budget); until then ``choice`` holds the device's batch."""
+        if self._measuring:
+            self._measuring = False
+            start = time.perf_counter()
+            rate = self._measure_speed(self.choice.batch_size)
+            self.measured_seconds = time.perf_counter() - start
+            self._settle(choose(None, self._lr_given, self.device, time_budget=self.settings.time_budget,
+                                images_per_s=rate, multiple=self._multiple()))
+        return self.choice
+
+    def _measure_speed(self, batch_size: int, warmup: int = 2, steps: int = 4) -> float:
+        """Training images/s at ``batch_size`` on this device, in this precision, over ``steps`` steps after
+        ``warmup``, of a scratch copy of the network on the first training images."""
+        model = copy.deepcopy(self.initial_model) if self.initial_model is not None else build_model(self.config)
+        model = model.to(self.device, memory_format=torch.channels_last).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        n = min(len(self.data.train), batch_size * (warmup + steps))
+        split = Split(self.data.train.images[:n], self.data.train.labels[:n])
+        batches = DeviceBatches(split, self.device, self.data.mean, self.data.std, channels_last=True)
+        generator = torch.Generator(device=self.device).manual_seed(self.settings.seed)
+        served = list(batches.epoch(min(batch_size, n), augment=True, generator=generator, drop_last=False))
+        loss_fn, start, images = nn.CrossEntropyLoss(), 0.0, 0
+        for i in range(warmup + steps):
+            if i == warmup:
+                _sync(self.device)
+                start, images = time.perf_counter(), 0
+            x, y = served[i % len(served)]
+            with autocast(self.device, self.precision):
+                loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            images += len(y)
+        _sync(self.device)
+        return images / max(time.perf_counter() - start, 1e-9)
 
     def _check_processes(self) -> None:
         s, w = self.settings, self.world
@@ -232,8 +289,10 @@ class Trainer:
         every process, with the metrics of all processes), and ``on_backward(step, model)`` sees the gradients,
         averaged over the processes, before each optimizer step."""
         hooks = _Hooks(on_progress, on_inspect, on_epoch, on_backward)
+        self.choose()
         session = self._prepare()
         at = copy.deepcopy(self.resume.position) if self.resume is not None else Position()
+        at.train_seconds += self.measured_seconds
         s = self.settings
         state = _RunState(_Clock(at.train_seconds), s.lr * lr_factor(0.0, s.schedule, s.warmup), list(at.history))
         for epoch in range(at.epoch, s.epochs + 1):
@@ -295,6 +354,8 @@ class Trainer:
         batches = session.train.global_batches(s.batch_size, seed=s.seed, epoch=epoch, rank=world.rank,
                                                world=world.size, start=at.batch)
         for x, y in batches:
+            if s.low_res and self._progress(at, session) < s.low_res:
+                x = downscale(x)
             state.stopped = self._step(session, at, epoch, x, y, state, hooks)
             if state.stopped != "finished":
                 break
@@ -436,6 +497,11 @@ class Trainer:
         write_file(files["metrics_csv"], csv_bytes(result.history))
         write_file(files["per_class_csv"], csv_bytes(result.per_class))
         return result.files
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _check_writable(out_dir: Path) -> None:

@@ -30,14 +30,17 @@ class TrainSettings:
     """How to train. Learning rates are per step, for the batch size given."""
 
     epochs: int = setting(10, "epochs to train", flag="--epochs")
-    batch_size: int = setting(512, "the global batch, over all processes", flag="--batch-size")
-    lr: float = setting(0.4, "peak learning rate, for the batch size given", flag="--lr")
+    batch_size: int | None = setting(None, "the global batch, over all processes (default: chosen for the device "
+                                     "and the time budget; see the README)", flag="--batch-size")
+    lr: float | None = setting(None, "peak learning rate (default: 0.4 × √(batch/512))", flag="--lr")
     momentum: float = setting(0.9, "Nesterov momentum")
     weight_decay: float = setting(5e-4, "weight decay, on conv and fc weights only")
     label_smoothing: float = setting(0.1, "label smoothing of the cross-entropy loss")
     schedule: str = setting("onecycle", "onecycle: linear up, linear down; cosine: linear up, cosine down",
                             flag="--schedule", choices=SCHEDULES)
     warmup: float = setting(0.2, "share of the run spent warming up")
+    low_res: float = setting(0.5, "share of the run, from its start, trained on images downscaled to 3/4 of their "
+                             "side (progressive resizing; 0: none)", flag="--low-res", metavar="SHARE")
     device: str = setting("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps", flag="--device",
                           run=False)
     precision: str = setting("auto", "auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
@@ -53,9 +56,9 @@ class TrainSettings:
                             "(SyncBatchNorm)", flag="--sync-bn", run=False)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
+        if self.epochs < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise ConfigError("epochs and batch size must be 1 or more")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"learning rate {self.lr} — it must be a positive number")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
@@ -67,7 +70,9 @@ class TrainSettings:
             raise ConfigError(f"warm-up {self.warmup} — it is a share of the run, from 0 to below 1")
         if self.micro_batches < 1:
             raise ConfigError(f"micro-batches {self.micro_batches} — it must be 1 or more")
-        if self.batch_size % self.micro_batches:
+        if not 0 <= self.low_res < 1:
+            raise ConfigError(f"low-resolution share {self.low_res} — it is a share of the run, from 0 to below 1")
+        if self.batch_size is not None and self.batch_size % self.micro_batches:
             raise ConfigError(f"the batch size {self.batch_size} does not split into {self.micro_batches} "
                               "micro-batches: use a multiple of it")
 
