@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from resnet_viz import ConfigError, ResNetConfig, Trace, trace
-from resnet_viz.training import pick_device, precision_and_why
+from resnet_viz.training import TrainSettings, pick_device, precision_and_why
+from resnet_viz.training.defaults import plan
 from resnet_viz.views import compare, export
 from resnet_viz.views.charts import shape_journey
 from resnet_viz.views.diagram import block_diagram
@@ -89,6 +90,11 @@ def machine_precision() -> tuple[str, str, str]:
     """The device "auto" trains on here, the precision it uses and why."""
     device = pick_device("auto")
     return (str(device), *precision_and_why("auto", device))
+
+
+def training_plan(settings: TrainSettings) -> str:
+    """The batch size and learning rate a run with these settings takes here, in words, before it starts."""
+    return plan(settings.batch_size, settings.lr, pick_device(settings.device), time_budget=settings.time_budget)
 
 
 DATA_SOURCES = {

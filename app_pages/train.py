@@ -15,6 +15,7 @@ from app_pages.common import (
     painted_source,
     polling,
     sentence,
+    training_plan,
 )
 from resnet_viz import ConfigError
 from resnet_viz.formatting import human_bytes
@@ -42,16 +43,19 @@ with st.form("settings", border=True):
                         placeholder="/data/cifar10-jpeg-train.tar.gz: train/<class>/*.jpg, optional val/ or test/")
     c, d, e, f = st.columns(4)
     epochs = c.number_input("Epochs", 1, 500, DEFAULTS.epochs, key="train_epochs")
-    batch = d.number_input("Batch size", 8, 8192, DEFAULTS.batch_size, step=64, key="train_batch")
-    lr = e.number_input("Peak learning rate", 0.001, 10.0, DEFAULTS.lr, format="%.3f", key="train_lr")
+    batch = d.number_input("Batch size (0: auto)", 0, 8192, 0, step=32, key="train_batch", help=help_of("batch_size"))
+    lr = e.number_input("Peak learning rate (0: auto)", 0.0, 10.0, 0.0, format="%.3f", key="train_lr",
+                        help=help_of("lr"))
     budget = f.number_input("Time budget (s, 0: none)", 0, 86_400, int(DEFAULTS.time_budget or 0), key="train_budget",
                             help=help_of("time_budget"))
-    g, h, i = st.columns(3)
+    g, h, i, low = st.columns(4)
     limit = g.number_input("Images per class (0: all)", 0, 100_000, 0, key="train_limit")
     devices = ["auto", "cpu", "cuda", "mps"]
     device = h.selectbox("Device", devices, devices.index(DEFAULTS.device), key="train_device")
     compile_model = i.toggle("torch.compile", DEFAULTS.compile, key="train_compile",
                              help="Slower start, faster steps on a GPU")
+    low_res = low.number_input("Low-resolution share", 0.0, 0.95, DEFAULTS.low_res, step=0.05, format="%.2f",
+                               key="train_low_res", help=help_of("low_res"))
     with st.expander("On several GPUs or machines: the torchrun command", icon=":material/terminal:"):
         j, k, m = st.columns(3)
         nproc = j.number_input("Processes per machine", 1, 256, 8, key="train_nproc",
@@ -67,8 +71,16 @@ with st.form("settings", border=True):
 
 
 def settings() -> TrainSettings:
-    return TrainSettings(epochs=int(epochs), batch_size=int(batch), lr=float(lr), device=device,
-                         compile=compile_model, time_budget=float(budget) or None, sync_bn=sync_bn)
+    return TrainSettings(epochs=int(epochs), batch_size=int(batch) or None, lr=float(lr) or None, device=device,
+                         compile=compile_model, time_budget=float(budget) or None, sync_bn=sync_bn,
+                         low_res=float(low_res))
+
+
+if not running:
+    try:
+        st.caption(f"This run will take {training_plan(settings())}.")
+    except ConfigError as error:
+        st.caption(sentence(error))
 
 
 if start:
@@ -115,7 +127,7 @@ def live(job: TrainingJob, snap) -> None:
         st.error(sentence(snap.message))
         return
     if snap.data:
-        st.caption(f"{snap.data} · device {snap.device} ({snap.precision})")
+        st.caption(f"{snap.data} · device {snap.device} ({snap.precision}) · {snap.choice}")
     latest = snap.latest
     cols = st.columns(4)
     cols[0].metric("Images / s", f"{latest.images_per_s:,.0f}" if latest else "–")

@@ -12,6 +12,7 @@ from resnet_viz import ResNetConfig, preset
 from resnet_viz.cli import build_parser
 from resnet_viz.cli.train import run_setup as _run_setup
 from resnet_viz.training import pick_device, precision_and_why
+from resnet_viz.training.defaults import plan
 from resnet_viz.views.compare import CIFAR_DEPTHS
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -317,6 +318,24 @@ def test_train_page_runs_watches_and_offers_the_checkpoint():
     assert [m.label for m in at.metric] == ["Images / s", "Step", "Training time", "Validation accuracy"]
     assert [b.label for b in at.main.download_button] == ["PT", "JSON", "CSV"]
     assert len(at.get("plotly_chart")) == 2 and "painted by" in graphviz(at)
+
+
+def test_train_page_says_which_batch_and_learning_rate_a_run_will_take_before_it_starts():
+    at = start(TINY.to_query())
+    at.switch_page("app_pages/train.py").run()
+    device = pick_device("auto")
+    assert f"This run will take {plan(None, None, device)}." in captions(at)
+    at.number_input(key="train_budget").set_value(240)
+    submit(at, "Show the command")
+    assert f"This run will take {plan(None, None, device, time_budget=240)}." in captions(at)
+    assert "measure the speed" in captions(at)
+    at.number_input(key="train_batch").set_value(64)
+    submit(at, "Show the command")
+    assert "This run will take batch 64, peak learning rate 0.141 (batch as given" in captions(at)
+
+
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
 
 
 def test_train_page_shows_the_exact_torchrun_command():

@@ -66,7 +66,7 @@ TRAINING_DONE = '[data-testid="stAlertContentSuccess"]'
 
 def run_short_training(page: Page) -> None:
     """On the Train page: a few quick epochs on synthetic data, then wait for the result."""
-    for label, value in (("Epochs", "4"), ("Batch size", "32"), ("Peak learning rate", "0.05"),
+    for label, value in (("Epochs", "4"), ("Batch size (0: auto)", "32"), ("Peak learning rate (0: auto)", "0.05"),
                          ("Images per class (0: all)", "100")):
         page.get_by_label(label, exact=True).fill(value)
     page.get_by_role("button", name="Start training").click()
