@@ -35,7 +35,7 @@ def worker(args: argparse.Namespace) -> None:
         with distributed.local_first(world):
             data = load_dataset(args.data)
         settings = TrainSettings(epochs=1000, batch_size=args.batch_size, lr=0.2, device=args.device,
-                                 compile=args.compile)
+                                 compile=args.compile, low_res=0.0)  # every step at full size
         trainer = Trainer(preset(args.arch), data, settings, world=world)
         times: dict[int, float] = {}
 

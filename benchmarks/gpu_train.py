@@ -26,7 +26,7 @@ from benchmarks import machine
 from benchmarks.plain_loop import plain_loop_images_per_s
 from resnet_viz import preset
 from resnet_viz.data import default_cache_dir, load_dataset
-from resnet_viz.training import Trainer, TrainSettings
+from resnet_viz.training import DEFAULTS, Trainer, TrainSettings
 
 
 def main() -> None:
@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=0.4)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--low-res", type=float, default=DEFAULTS.low_res, help="share of the run at 3/4 size "
+                        f"(default {DEFAULTS.low_res}; 0: none)")
     parser.add_argument("--nproc_per_node", type=int, default=1, help="GPUs to scale over (default 1: no scaling)")
     parser.add_argument("--arch", default="resnet20", help="the network for the scaling run (default resnet20)")
     args = parser.parse_args()
@@ -51,7 +53,7 @@ def main() -> None:
     plain = plain_loop_images_per_s(folder, device, workers=8, steps=100, warmup=10)
     print(f"plain loop: {plain:,.0f} images/s")
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device="cuda",
-                             compile=args.compile)
+                             compile=args.compile, low_res=args.low_res)
     trainer = Trainer(preset("resnet20"), data, settings)
 
     def on_epoch(row) -> None:

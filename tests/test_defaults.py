@@ -1,5 +1,6 @@
 """The batch size and learning rate chosen when they are not given, and progressive resizing."""
 
+import json
 import math
 
 import pytest
@@ -116,3 +117,15 @@ def test_low_resolution_steps_come_first_then_full_size(synthetic):
 def test_a_low_resolution_share_outside_0_to_1_is_refused():
     with pytest.raises(ValueError, match="low-resolution share 1"):
         TrainSettings(low_res=1.0)
+
+
+def test_a_run_saved_before_progressive_resizing_resumes_without_it(synthetic, tmp_path):
+    Trainer(TINY, synthetic, TrainSettings(epochs=2, batch_size=60, lr=0.1, low_res=0.0), out_dir=tmp_path).run()
+    path = tmp_path / "checkpoint.pt"
+    data = torch.load(path, weights_only=True)
+    run = json.loads(data["run"])
+    del run["settings"]["low_res"]  # as a checkpoint written before the setting existed
+    run["position"]["finished"] = False
+    data["run"] = json.dumps(run)
+    torch.save(data, path)
+    assert load_resume(path).settings.low_res == 0.0

@@ -78,7 +78,7 @@ def quantization_aware_finetune(model: nn.Module, config, data, device: torch.de
     base = accuracy(model, data, device)
     before = accuracy(fake_quantized(model, weights, activations, calib), data, device)
     settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, device=str(device), precision="fp32",
-                             warmup=0.0, schedule="cosine")
+                             warmup=0.0, schedule="cosine", low_res=0.0)  # fine-tuned at the size it runs at
     trainer = Trainer(config, data, settings, model=prepare_qat(model, weights, activations))
     result = trainer.run(on_progress=on_progress)
     tuned = finish_qat(trainer.model).float()

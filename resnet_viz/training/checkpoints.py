@@ -109,6 +109,9 @@ def _load(path: Path, device: str | torch.device) -> tuple[nn.Module, ResNetConf
     return model.eval(), config, meta, data
 
 
+SAVED_BEFORE = {"low_res": 0.0}  # what runs saved before a setting existed did
+
+
 def load_resume(path: str | Path) -> Resume:
     """A run saved by ``train`` (after each epoch, and when it ends), to go on with: read safely, like
     ``load_checkpoint``."""
@@ -118,7 +121,8 @@ def load_resume(path: str | Path) -> Resume:
         raise CheckpointError(f"{path.name} holds a model but not a run to resume (it was not written by train)")
     try:
         run = json.loads(data["run"])
-        settings = TrainSettings(**run["settings"])
+        # a setting added since the run was saved takes the value that run had: none
+        settings = TrainSettings(**{**SAVED_BEFORE, **run["settings"]})
         position = Position(**run["position"])
         facts = run["data"]
         facts["train_images"], facts["classes"]  # noqa: B018 (both must be there)
