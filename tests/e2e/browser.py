@@ -6,6 +6,7 @@ keep it from calling home, and a page's requests to any other host are refused.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -86,9 +87,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def streamlit_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+def streamlit_command(port: int, address: str | None = "127.0.0.1") -> list[str]:
+    """``streamlit run app.py`` on ``port``; ``address`` None: the address the app's own config gives."""
+    where = ["--server.address", address] if address else []
+    return [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), *where,
+            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
 
 
 def log_tail(log_path: Path, lines: int = 40) -> str:
@@ -131,14 +134,15 @@ def stop(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
 
 
 @contextmanager
-def streamlit_server(log_path: Path) -> Iterator[str]:
-    """Run ``streamlit run app.py`` on a free loopback port; yields its base URL and stops it on exit."""
+def streamlit_server(log_path: Path, address: str | None = "127.0.0.1") -> Iterator[str]:
+    """Run ``streamlit run app.py`` on a free loopback port (``address`` None: bound where the app's config
+    says); yields its base URL and stops it on exit."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(streamlit_command(port), cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(streamlit_command(port, address), cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             wait_until_healthy(process, base_url, log_path)
             yield base_url
