@@ -11,6 +11,7 @@ import streamlit as st
 
 from resnet_viz import PRESETS, ConfigError, ResNetConfig, preset
 from resnet_viz.config import BLOCK_TYPES, SHORTCUTS, STEMS
+from resnet_viz.formatting import plain
 
 DEFAULT_PRESET = "resnet20"
 SHORTCUT_HELP = ("A: identity, and where the shape changes a parameter-free zero-pad subsample (the paper's "
@@ -117,9 +118,10 @@ with st.sidebar:
     if state.get("upload_error"):
         st.error(state.upload_error)
 
+# both can repeat what a link gave: shown as plain text, never as Markdown
 if state.link_error:
-    st.error(state.link_error, icon=":material/link_off:")
+    st.error(plain(state.link_error), icon=":material/link_off:")
 if state.config_error:
-    st.error(f"{state.config_error[0].upper()}{state.config_error[1:]}. Showing the last valid network.",
+    st.error(plain(f"{state.config_error[0].upper()}{state.config_error[1:]}. Showing the last valid network."),
              icon=":material/error:")
 pages.run()

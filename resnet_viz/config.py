@@ -169,6 +169,7 @@ class ResNetConfig:
     def from_query(cls, query: dict[str, str]) -> ResNetConfig:
         """The inverse of ``to_query``; missing parameters take the defaults (ResNet-20)."""
         fields: dict[str, Any] = {}
+        key = ""
         try:
             for key in ("name", "block", "shortcut", "stem"):
                 if key in query:
@@ -177,15 +178,21 @@ class ResNetConfig:
                 if key in query:
                     fields[key] = tuple(int(v) for v in query[key].split(","))
             if "classes" in query:
-                fields["num_classes"] = int(query["classes"])
+                key = "classes"
+                fields["num_classes"] = int(query[key])
             if "stem_width" in query:
-                fields["stem_width"] = int(query["stem_width"])
+                key = "stem_width"
+                fields["stem_width"] = int(query[key])
             if "input" in query:
-                c, h, w = (int(v) for v in query["input"].lower().split("x"))
+                key = "input"
+                c, h, w = (int(v) for v in query[key].lower().split("x"))
                 fields.update(in_channels=c, input_size=(h, w))
         except ValueError:
-            given = "&".join(f"{k}={v}" for k, v in query.items())
-            raise ConfigError(f"the link's config is malformed ({given}): numbers must be whole") from None
+            value = str(query[key])
+            shown = value if len(value) <= 40 else f"{value[:40]}…"
+            form = "3x32x32" if key == "input" else "16,32,64" if key in ("widths", "blocks", "strides") else "10"
+            raise ConfigError(f"the link's {key} is malformed ({key}={shown}): it takes whole numbers, as in "
+                              f"{key}={form}") from None
         return cls(**fields)
 
     @classmethod

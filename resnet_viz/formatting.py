@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 Shape = tuple[int, ...]
@@ -53,3 +54,12 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     quote a library's error."""
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__)[:limit]
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain(text: str) -> str:
+    """``text`` with every Markdown character escaped, so that a Markdown renderer shows it as it is: for
+    messages that repeat what a user or a link gave (no link, image or HTML can come of it)."""
+    return _MARKDOWN.sub(r"\\\1", text)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from resnet_viz import ResNetConfig, preset
+from resnet_viz import ConfigError, ResNetConfig, preset
 from resnet_viz.cli import build_parser
 from resnet_viz.cli.train import run_setup as _run_setup
 from resnet_viz.training import pick_device, precision_and_why
@@ -153,6 +153,28 @@ def test_a_broken_link_says_so_and_opens_the_default():
     assert not at.exception
     assert "the link's network could not be opened" in at.error[0].value.lower()
     assert at.session_state["config"] == preset("resnet20")
+
+
+@pytest.mark.parametrize("query", [
+    {"widths": "oops", "x": "![b](http://evil.example/b.png)"},  # another parameter is not repeated at all
+    {"widths": "![b](http://evil.example/b.png) [Sign in](http://evil.example/)"},  # the bad one, as plain text
+    {"name": "[Sign in](http://evil.example/)", "block": "nope"},
+])
+def test_a_hostile_link_cannot_draw_images_or_links(query):
+    at = start(query)
+    assert not at.exception
+    shown = "\n".join(e.value for e in at.error)
+    assert "could not be opened" in shown
+    assert "![" not in shown and "](" not in shown and "<" not in shown.replace("\\<", "")
+    assert "evil" not in shown or "\\]\\(" in shown  # where it is repeated, the Markdown is escaped
+
+
+def test_a_malformed_link_names_the_parameter_and_its_form():
+    with pytest.raises(ConfigError, match=r"the link's classes is malformed \(classes=ten\): it takes whole "
+                                          r"numbers, as in classes=10"):
+        ResNetConfig.from_query({"classes": "ten"})
+    with pytest.raises(ConfigError, match="widths=1111111111111111111111111111111111111111…"):
+        ResNetConfig.from_query({"widths": "1" * 5000})  # past Python's digit limit for int(): still a sentence
 
 
 def test_config_json_download_and_upload(tmp_path):
