@@ -28,6 +28,7 @@ state = st.session_state
 def load(config: ResNetConfig) -> None:
     """Show ``config`` in the sidebar's widgets and make it the current one."""
     state.preset = config.name if config.name in PRESETS else DEFAULT_PRESET
+    state.name = config.name  # a network of its own keeps its name; the preset box only shows where to start
     state.block, state.shortcut, state.stem = config.block, config.shortcut, config.stem
     state.classes, state.channels = config.num_classes, config.in_channels
     state.height, state.width = config.input_size
@@ -63,7 +64,7 @@ def config_from_widgets(stages: pd.DataFrame) -> ResNetConfig:
             raise ConfigError(f"{column} must be whole numbers, got {', '.join(f'{v:g}' for v in values)}")
         columns[column] = tuple(int(v) for v in values)
     return ResNetConfig(
-        name=state.preset, block=state.block, widths=columns["width"], blocks=columns["blocks"],
+        name=state.get("name", state.preset), block=state.block, widths=columns["width"], blocks=columns["blocks"],
         strides=columns["stride"], shortcut=state.shortcut, stem=state.stem, stem_width=state.stem_width,
         num_classes=int(state.classes), in_channels=int(state.channels),
         input_size=(int(state.height), int(state.width)),

@@ -169,6 +169,17 @@ def test_a_hostile_link_cannot_draw_images_or_links(query):
     assert "evil" not in shown or "\\]\\(" in shown  # where it is repeated, the Markdown is escaped
 
 
+def test_a_network_of_its_own_keeps_its_name_from_a_link():
+    config = ResNetConfig(name="my-net", widths=(16, 32, 64), blocks=(5, 5, 5), strides=(1, 2, 2))
+    at = start(config.to_query())
+    ok(at)
+    assert at.session_state["config"] == config
+    assert at.title[0].value.startswith("my-net · ")
+    assert any(b.label == "Download config (JSON)" for b in at.sidebar.get("download_button"))
+    sidebar(at, "selectbox", "Preset").set_value("resnet56").run()  # choosing a preset takes its name
+    assert at.session_state["config"].name == "resnet56"
+
+
 def test_a_malformed_link_names_the_parameter_and_its_form():
     with pytest.raises(ConfigError, match=r"the link's classes is malformed \(classes=ten\): it takes whole "
                                           r"numbers, as in classes=10"):
