@@ -119,10 +119,9 @@ with st.sidebar:
     if state.get("upload_error"):
         st.error(state.upload_error)
 
-# both can repeat what a link gave: shown as plain text, never as Markdown
-if state.link_error:
+if state.link_error:  # it repeats what a link gave: shown as plain text, never as Markdown
     st.error(plain(state.link_error), icon=":material/link_off:")
-if state.config_error:
-    st.error(plain(f"{state.config_error[0].upper()}{state.config_error[1:]}. Showing the last valid network."),
+if state.config_error:  # from this session's own widgets
+    st.error(f"{state.config_error[0].upper()}{state.config_error[1:]}. Showing the last valid network.",
              icon=":material/error:")
 pages.run()
