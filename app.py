@@ -4,11 +4,14 @@ The entry point: the pages, and the sidebar they share, which edits the current 
 The config lives in session state and in the URL, so a copied link reopens the same network.
 """
 
+import hmac
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitSecretNotFoundError
 
+from app_pages.common import remember_owner
 from resnet_viz import PRESETS, ConfigError, ResNetConfig, preset
 from resnet_viz.config import BLOCK_TYPES, SHORTCUTS, STEMS
 from resnet_viz.formatting import plain
@@ -70,6 +73,32 @@ def config_from_widgets(stages: pd.DataFrame) -> ResNetConfig:
         input_size=(int(state.height), int(state.width)),
     )
 
+
+def password() -> str | None:
+    """The password set in Streamlit's secrets (``password = "…"`` in .streamlit/secrets.toml), if any."""
+    try:
+        return st.secrets.get("password") or None
+    except (FileNotFoundError, StreamlitSecretNotFoundError):  # no secrets file at all
+        return None
+
+
+def ask_password(expected: str) -> None:
+    """Stop this run until the right password has been typed in this session."""
+    if state.get("signed_in"):
+        return
+    st.title("resnet-viz")
+    typed = st.text_input("Password", type="password", key="password_typed")
+    if typed and hmac.compare_digest(typed.encode(), expected.encode()):
+        state.signed_in = True
+        st.rerun()
+    if typed:
+        st.error("That is not the password of this server.")
+    st.stop()
+
+
+if (expected := password()) is not None:
+    ask_password(expected)
+remember_owner()
 
 if "config" not in state:  # a new session: the link's config, or the default preset
     try:

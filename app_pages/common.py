@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import functools
+import re
+import secrets
 from collections.abc import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+import streamlit.components.v1 as components
 
-from resnet_viz import ConfigError, ResNetConfig, Trace, trace
+from resnet_viz import ResNetConfig, Trace, trace
+from resnet_viz.caches import SizedLRU
+from resnet_viz.jobs import BackgroundJob, JobManager
+from resnet_viz.limits import limits
+from resnet_viz.server import ServerSettings
 from resnet_viz.training import TrainSettings, pick_device, precision_and_why
 from resnet_viz.training.defaults import plan
 from resnet_viz.views import compare, export
@@ -25,21 +32,23 @@ def sentence(text: object) -> str:
     return f"{text[:1].upper()}{text[1:]}."
 
 
-def polling(key: str, idle: str):
-    """Make ``draw(job, snapshot)`` a fragment that redraws every 2 s while the background job kept under ``key``
-    runs; before there is a job it shows ``idle``. Once the job has ended, the whole page reruns a single time, so
-    that what sits outside the fragment (a disabled Start button) sees it too."""
+def polling(kind: str, idle: str):
+    """Make ``draw(job, snapshot)`` a fragment that redraws every 2 s while this person's newest job of ``kind``
+    waits or runs; before there is a job it shows ``idle``. Once the job has ended, the whole page reruns a single
+    time, so that what sits outside the fragment (a disabled Start button) sees it too. Each redraw tells the job
+    manager that the page is still open."""
     def wrap(draw):
         @st.fragment(run_every=2.0)
         @functools.wraps(draw)  # the fragment is known by the page's function, not by this one
         def fragment() -> None:
-            job = st.session_state.get(key)
+            manager().seen(owner())
+            job = my_job(kind)
             if job is None:
                 st.info(idle)
                 return
             snap = job.snapshot()
-            if not job.running() and st.session_state.get(f"{key}_drawn_after") is not job:
-                st.session_state[f"{key}_drawn_after"] = job
+            if job.ended() and st.session_state.get(f"{kind}_drawn_after") is not job:
+                st.session_state[f"{kind}_drawn_after"] = job
                 st.rerun(scope="app")
             draw(job, snap)
         return fragment
@@ -50,23 +59,41 @@ def config() -> ResNetConfig:
     return st.session_state["config"]
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
+@st.cache_resource(show_spinner=False)
+def memory_cache() -> SizedLRU:
+    """Traces and what is drawn from them, for every session of this server: at most ``limits().cache_bytes``."""
+    return SizedLRU(limits().cache_bytes, size=_approx_bytes)
+
+
+def _approx_bytes(value: object) -> int:
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, Trace):
+        return value.approx_bytes
+    figure_or_steps, trace_bytes = value
+    return trace_bytes // 2  # a chart or a walk-through holds a few numbers per layer of its trace
+
+
+def _cached(kind: str, *key: object, make: Callable[[], object]) -> object:
+    return memory_cache().get_or_make((kind, *key), make)
+
+
 def traced(config: ResNetConfig, batch_size: int = 1) -> Trace:
-    return trace(config, batch_size=batch_size)
+    return _cached("trace", config, batch_size, make=lambda: trace(config, batch_size=batch_size))
 
 
 def current_trace() -> Trace:
     return traced(config())
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)
 def journey(config: ResNetConfig) -> go.Figure:
-    return shape_journey(traced(config))
+    t = traced(config)
+    return _cached("journey", config, make=lambda: (shape_journey(t), t.approx_bytes))[0]
 
 
-@st.cache_resource(max_entries=32, show_spinner=False)
 def steps(config: ResNetConfig) -> list[Step]:
-    return walkthrough(traced(config))
+    t = traced(config)
+    return _cached("steps", config, make=lambda: (walkthrough(t), t.approx_bytes))[0]
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -80,9 +107,9 @@ def depth_series(shortcut: str) -> pd.DataFrame:
     return compare.depth_study(shortcut)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
 def diagram_source(config: ResNetConfig, level: str, direction: str = "TB", fold: bool = True) -> str:
-    return block_diagram(traced(config), level, direction, fold).source
+    return _cached("diagram", config, level, direction, fold,
+                   make=lambda: block_diagram(traced(config), level, direction, fold).source)
 
 
 @st.cache_resource(show_spinner=False)
@@ -106,27 +133,86 @@ DATA_SOURCES = {
 
 
 def data_source(choice: str, path: str) -> str:
-    """What load_dataset takes for a choice of DATA_SOURCES."""
-    if choice != "folder":
-        return choice
-    if not path.strip():
-        raise ConfigError("give the folder or .tar.gz to use")
-    return path.strip()
+    """What load_dataset takes for a choice of DATA_SOURCES; on a shared server, only paths under its data roots."""
+    return choice if choice != "folder" else server().data_path(path)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+# -- the server and its jobs ------------------------------------------------------------------------
+
+OWNER_COOKIE = "resnet_viz_owner"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+@st.cache_resource(show_spinner=False)
+def server() -> ServerSettings:
+    return ServerSettings.from_env()
+
+
+@st.cache_resource(show_spinner=False)
+def manager() -> JobManager:
+    """The one job manager of this server, with its sweeper thread."""
+    settings = server()
+    jobs = JobManager(max_running=settings.max_jobs, per_owner=settings.jobs_per_session,
+                      grace=settings.grace_seconds)
+    jobs.start_sweeping()
+    return jobs
+
+
+def owner() -> str:
+    """Who this browser is: a random token kept in a cookie, so that a reloaded page finds its jobs again."""
+    state = st.session_state
+    if "owner" not in state:
+        cookie = st.context.cookies.get(OWNER_COOKIE)
+        state.owner = cookie if isinstance(cookie, str) and _TOKEN.fullmatch(cookie) else secrets.token_urlsafe(18)
+    return state.owner
+
+
+def remember_owner() -> None:
+    """Keep the owner's token in a cookie of this site (a script in a hidden frame of the same origin); the
+    browser sends it with every later connection. Marks the owner as present for the job manager."""
+    token = owner()
+    manager().seen(token)
+    if st.context.cookies.get(OWNER_COOKIE) != token:
+        components.html(f"<script>parent.document.cookie = '{OWNER_COOKIE}={token}; path=/; max-age=2592000; "
+                        "SameSite=Strict';</script>", height=0)
+
+
+def my_job(kind: str) -> BackgroundJob | None:
+    return manager().find(owner(), kind)
+
+
+def submit(kind: str, job: BackgroundJob) -> BackgroundJob:
+    """Hand a job to the server's manager (it may wait in line); a ConfigError when this person has too many."""
+    return manager().submit(owner(), kind, job)
+
+
+def job_status(job: BackgroundJob, snap) -> str:
+    """The progress bar's text: the job's status, or its place in line."""
+    place = manager().place(job)
+    if place is not None:
+        running = len(manager().running())
+        return f"waiting: {ordinal(place)} in line, behind {running} running job{'s' * (running != 1)}"
+    return f"{snap.status}: {snap.message}" if snap.message else snap.status
+
+
+def ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 def painted_source(config: ResNetConfig, heat: tuple[tuple[str, float], ...], label: str) -> str:
-    return block_diagram(traced(config), "block", heat=dict(heat), heat_label=label, legend=False).source
+    return _cached("painted", config, heat, label, make=lambda: block_diagram(
+        traced(config), "block", heat=dict(heat), heat_label=label, legend=False).source)
 
 
-@st.cache_data(max_entries=16, show_spinner="Running torchview on the meta device…")
 def torchview_source(config: ResNetConfig, depth: int, expand_nested: bool, direction: str) -> str:
-    return computational_graph(config, depth=depth, expand_nested=expand_nested, direction=direction).source
+    with st.spinner("Running torchview on the meta device…"):
+        return _cached("torchview", config, depth, expand_nested, direction, make=lambda: computational_graph(
+            config, depth=depth, expand_nested=expand_nested, direction=direction).source)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
 def diagram_file(config: ResNetConfig, level: str, direction: str, fold: bool, fmt: str) -> bytes:
-    return export.block_diagram_bytes(traced(config), fmt, level, direction, fold)
+    return _cached("file", config, level, direction, fold, fmt,
+                   make=lambda: export.block_diagram_bytes(traced(config), fmt, level, direction, fold))
 
 
 MIME = {"svg": "image/svg+xml", "png": "image/png", "pdf": "application/pdf", "dot": "text/vnd.graphviz",

@@ -1,32 +1,48 @@
 """Quantize: how a trained network fares with fewer bits, layer by layer, and after a short fine-tune."""
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import DATA_SOURCES, data_source, downloads, painted_source, polling, sentence
-from resnet_viz import ConfigError
+from app_pages.common import (
+    DATA_SOURCES,
+    data_source,
+    downloads,
+    job_status,
+    manager,
+    my_job,
+    painted_source,
+    polling,
+    sentence,
+    submit,
+)
+from resnet_viz import ConfigError, ResNetVizError
 from resnet_viz.data import load_dataset
+from resnet_viz.formatting import human_bytes
 from resnet_viz.jobs import StudyJob
+from resnet_viz.limits import limits, over
 from resnet_viz.quantization.reports import Int8Report, QatReport, SensitivityReport, SweepReport
 from resnet_viz.quantization.studies import MODES, run_study
 from resnet_viz.views.charts import accuracy_vs_bits
 
 PERCENT = st.column_config.NumberColumn(format="percent")
 state = st.session_state
-job: StudyJob | None = state.get("quantize_job")
-running = job is not None and job.running()
+job: StudyJob | None = my_job("quantization")
+running = job is not None and not job.ended()
 
 st.title("Quantize")
 st.caption("Real int8: batch norms folded into the convolutions, then torchao's static quantization (int8 weights "
            "per output channel, uint8 activations per tensor) compiled to oneDNN's int8 kernels. Simulated: weights "
            "and layer inputs rounded to b-bit grids and computed in float, so any bit width can be studied.")
 
-trained = state.get("job")
+trained = my_job("training")
 last_run = trained.snapshot().result if trained is not None else None
+if last_run is not None and not Path(last_run.files["checkpoint"]).is_file():
+    last_run = None  # its folder was deleted to make room for newer runs
 with st.form("quantize", border=True):
     a, b = st.columns(2)
     choices = (["last training run"] if last_run is not None else []) + ["upload a checkpoint"]
@@ -42,25 +58,46 @@ with st.form("quantize", border=True):
     limit = h.number_input("Images per class (0: all)", 0, 100_000, 0, key="q_limit")
     go = st.form_submit_button("Run", type="primary", disabled=running, icon=":material/play_arrow:")
 
-if go:
+def study() -> StudyJob:
+    """The study as a job; an uploaded checkpoint is copied to a folder of the job's own, deleted when it ends."""
     try:
         widths = [int(v) for v in bits.replace(",", " ").split()]
-        if which == "last training run":
-            checkpoint = last_run.files["checkpoint"]
-        elif upload is None:
-            raise ConfigError("upload a checkpoint, or train one on the Train page first")
-        else:  # a file of our own, read with weights_only=True by run_study
-            checkpoint = str(Path(tempfile.mkdtemp(prefix="resnet-viz-q-")) / "checkpoint.pt")
+    except ValueError:
+        raise ConfigError("bits are whole numbers separated by spaces, e.g. 8 6 4") from None
+    spec = data_source(source, path)
+    if which == "last training run":
+        checkpoint, folder = last_run.files["checkpoint"], None
+    elif upload is None:
+        raise ConfigError("upload a checkpoint, or train one on the Train page first")
+    elif upload.size > (most := limits().upload_bytes):
+        raise ConfigError(f"the uploaded checkpoint is {human_bytes(upload.size)}, over {over('upload_bytes', most)}")
+    else:  # a file of our own, read with weights_only=True by run_study
+        folder = Path(tempfile.mkdtemp(prefix="resnet-viz-q-"))
+        checkpoint = str(folder / "checkpoint.pt")
+        try:
             Path(checkpoint).write_bytes(upload.getvalue())
-        spec = data_source(source, path)
-        state.quantize_job = StudyJob(lambda progress: run_study(
-            checkpoint, load_dataset(spec, limit_per_class=int(limit) or None), mode, widths, int(epochs),
-            progress=progress)).start()
+        except OSError as e:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise ConfigError(f"cannot keep the uploaded checkpoint on this server ({e.strerror})") from None
+    job = StudyJob(lambda progress: run_study(
+        checkpoint, load_dataset(spec, limit_per_class=int(limit) or None), mode, widths, int(epochs),
+        progress=progress))
+    job.temporary += [folder] if folder else []
+    job.uses.append(Path(checkpoint).parent)
+    return job
+
+
+if go:
+    try:
+        job = study()
+        try:
+            submit("quantization", job)
+        except ConfigError:
+            job.cancel()  # its copy of the upload goes
+            raise
         st.rerun()
-    except ConfigError as error:
+    except ResNetVizError as error:
         st.error(sentence(error))
-    except ValueError:  # int() of the bits
-        st.error("Bits are whole numbers separated by spaces, e.g. 8 6 4.")
 
 
 def show_int8(report: Int8Report) -> None:
@@ -109,11 +146,17 @@ def show_qat(report: QatReport) -> None:
 SHOW = {Int8Report: show_int8, SweepReport: show_sweep, SensitivityReport: show_sensitivity, QatReport: show_qat}
 
 
-@polling("quantize_job", "Pick a trained network and a study above.")
+@polling("quantization", "Pick a trained network and a study above.")
 def results(job: StudyJob, snap) -> None:
-    st.progress(snap.progress, text=f"{snap.status} {snap.message}".strip())
+    if not job.ended():
+        st.button("Stop", on_click=manager().stop, args=(job,), icon=":material/stop:", key="q_stop",
+                  help="End the study at its next step; what it found so far is not kept")
+    st.progress(min(snap.progress, 1.0), text=job_status(job, snap))
     if snap.status == "failed":
         st.error(sentence(snap.message))
+        return
+    if snap.status == "stopped":
+        st.info(sentence(snap.message))
         return
     report = snap.report
     if report is None:

@@ -1,5 +1,6 @@
 """Train: a short run of the current network, in a background worker, watched live."""
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,13 +12,18 @@ from app_pages.common import (
     config,
     data_source,
     downloads,
+    job_status,
     machine_precision,
+    manager,
+    my_job,
     painted_source,
     polling,
     sentence,
+    server,
+    submit,
     training_plan,
 )
-from resnet_viz import ConfigError
+from resnet_viz import ConfigError, ResNetVizError
 from resnet_viz.formatting import human_bytes
 from resnet_viz.jobs import TrainingJob
 from resnet_viz.training import TrainSettings
@@ -27,8 +33,8 @@ from resnet_viz.views.charts import BLOCK_METRICS, block_activity_chart, trainin
 
 state = st.session_state
 cfg = config()
-job: TrainingJob | None = state.get("job")
-running = job is not None and job.running()
+job: TrainingJob | None = my_job("training")
+running = job is not None and not job.ended()
 
 st.title("Train")
 where, precision, why = machine_precision()
@@ -83,13 +89,30 @@ if not running:
         st.caption(sentence(error))
 
 
+def start_run() -> None:
+    """A run in a folder of its own under the server's runs folder; the least recent runs beyond its size limit go."""
+    data = data_source(source, path)
+    runs = server().runs_dir()
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        out_dir = Path(tempfile.mkdtemp(prefix="run-", dir=runs))
+    except OSError as e:
+        raise ConfigError(f"cannot make a folder for the run in {runs} ({e.strerror}); set RESNET_VIZ_CACHE to a "
+                          "writable folder") from None
+    server().prune_runs(keep=[out_dir, *manager().in_use()])
+    job = TrainingJob(cfg, data, settings(), out_dir, limit_per_class=int(limit) or None)
+    try:
+        submit("training", job)
+    except ConfigError:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
 if start:
     try:
-        data = data_source(source, path)
-        out_dir = tempfile.mkdtemp(prefix="resnet-viz-run-")
-        state.job = TrainingJob(cfg, data, settings(), out_dir, limit_per_class=int(limit) or None).start()
+        start_run()
         st.rerun()  # draw the page again with the run in progress (the Start button disabled)
-    except ConfigError as error:
+    except ResNetVizError as error:
         st.error(sentence(error))
 
 if command:
@@ -98,7 +121,7 @@ if command:
                                                   nproc_per_node=int(nproc), nnodes=int(nnodes),
                                                   endpoint=endpoint.strip() or "HOST:29500",
                                                   limit_per_class=int(limit) or None)
-    except ConfigError as error:
+    except ResNetVizError as error:
         state.pop("train_command", None)
         st.error(sentence(error))
 
@@ -116,15 +139,17 @@ if state.get("train_command") and state.train_command[0] == cfg:  # shown until 
                            icon=":material/download:", on_click="ignore", key="train_config_json")
 
 
-@polling("job", "Set the run up above and start it; the curves appear here as the network learns.")
+@polling("training", "Set the run up above and start it; the curves appear here as the network learns.")
 def live(job: TrainingJob, snap) -> None:
-    if job.running():
-        st.button("Stop", on_click=job.stop, icon=":material/stop:", help="Finish after this step; the model is "
-                  "still evaluated and saved")
-    label = snap.message or snap.status
-    st.progress(min(snap.progress, 1.0), text=f"{snap.status}: {label}" if snap.message else snap.status)
+    if not job.ended():
+        st.button("Stop", on_click=manager().stop, args=(job,), icon=":material/stop:",
+                  help="Finish after this step; the model is still evaluated and saved")
+    st.progress(min(snap.progress, 1.0), text=job_status(job, snap))
     if snap.status == "failed":
         st.error(sentence(snap.message))
+        return
+    if snap.status == "stopped":
+        st.info(sentence(snap.message))
         return
     if snap.data:
         st.caption(f"{snap.data} · device {snap.device} ({snap.precision}) · {snap.choice}")
@@ -155,6 +180,9 @@ def live(job: TrainingJob, snap) -> None:
             "accuracy_flip": st.column_config.NumberColumn("accuracy (flip TTA)", format="percent")})
         st.subheader("Download")
         files = {name: Path(file) for name, file in result.files.items()}
+        if not all(file.is_file() for file in files.values()):
+            st.caption("This run's files have been deleted to make room for newer runs.")
+            return
         st.caption(f"checkpoint: {human_bytes(files['checkpoint'].stat().st_size)}; it reloads with "
                    "`python -m resnet_viz evaluate checkpoint.pt --data …`")
         downloads(f"{cfg.name}-run", {"pt": lambda: files["checkpoint"].read_bytes(),

@@ -4,11 +4,14 @@ on disk; archives are extracted once into the cache, safely."""
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import shutil
 import tarfile
 import tempfile
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..caches import prune_least_recent, touch, tree_bytes
 from ..errors import DataError
+from ..formatting import human_bytes
 from ..io import atomic_file
+from ..limits import limits, over
 from .splits import VAL_FRACTION, Dataset, Progress, Split, make_dataset, reason, scaled_limit
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -42,6 +48,9 @@ def load_folder(root: Path, cache: Path, limit: int | None, progress: Progress |
     if tensors is None:
         tensors = _decode_listing(listing, progress)
         _write_cache(cache_file, tensors)
+        prune_cache(cache, keep=cache_file)
+    else:
+        touch(cache_file)
     train = Split(tensors["train_images"], tensors["train_labels"])
     val = Split(tensors["val_images"], tensors["val_labels"])
     return make_dataset(name or root.name, listing.classes, train, val, listing.val_source)
@@ -134,6 +143,7 @@ def _decode_listing(listing: _Listing, progress: Progress | None) -> dict[str, t
 def _decode_all(paths: list[Path], progress: Progress | None) -> torch.Tensor:
     """Every image as RGB uint8 in one (N, 3, H, W) tensor, decoded by a thread pool (PIL releases the GIL)."""
     first = _decode(paths[0])
+    _check_decoded_size(len(paths), first.shape, paths[0])
     out = torch.empty((len(paths), *first.shape), dtype=torch.uint8)
     pixels = out.numpy()
     chunks = [range(i, min(i + 256, len(paths))) for i in range(0, len(paths), 256)]
@@ -155,12 +165,29 @@ def _decode_all(paths: list[Path], progress: Progress | None) -> torch.Tensor:
     return out
 
 
+def _check_decoded_size(count: int, shape: tuple[int, ...], first: Path) -> None:
+    """Refuse a dataset whose decoded images would pass ``limits().decoded_bytes``, before decoding the rest."""
+    limit = limits().decoded_bytes
+    need = count * math.prod(shape)
+    if need > limit:
+        _, h, w = shape
+        raise DataError(f"{count:,} images of {w}×{h} pixels (as {first.name}) take {human_bytes(need)} decoded, "
+                        f"over {over('decoded_bytes', limit)}; keep fewer images per class or resize them")
+
+
 def _decode(path: Path, expect: tuple[Path, tuple[int, ...]] | None = None) -> np.ndarray:
     from PIL import Image
 
+    side = limits().image_side
     try:
         with Image.open(path) as image:
+            if max(image.size) > side:  # read from the header: nothing is decoded yet
+                w, h = image.size
+                raise DataError(f"the image {path} is {w}×{h} pixels, over {over('image_side', side)} a side; "
+                                "resize the images first")
             pixels = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+    except DataError:
+        raise
     except Exception as e:  # PIL raises many types for a bad file
         raise DataError(f"cannot read the image {path} ({reason(e)}); replace or delete it") from None
     if expect is not None and pixels.shape != expect[1]:
@@ -189,7 +216,7 @@ def _write_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as f:
             torch.save(tensors, f)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
         warnings.warn(f"the decoded images are not cached ({e}); set RESNET_VIZ_CACHE to a writable folder",
                       stacklevel=3)
 
@@ -204,16 +231,40 @@ def archive_stem(path: Path) -> str | None:
 
 
 def extract(archive: Path, cache: Path) -> Path:
-    """Extract once into the cache: into a temporary folder, renamed into place only when complete."""
+    """Extract once into the cache: into a temporary folder, renamed into place only when complete. A copy that
+    has lost files since (a deleted class folder) is extracted again."""
     if not hasattr(tarfile, "data_filter"):
         raise DataError("extracting archives safely needs Python 3.10.12, 3.11.4 or newer; extract it by hand "
                         "and give the folder instead")
     stat = archive.stat()
     tag = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache / "archives" / f"{_safe(archive_stem(archive))}-{tag}"
-    if not target.is_dir():
+    if _complete(target):
+        touch(target)
+    else:
+        shutil.rmtree(target, ignore_errors=True)
         _extract_into(archive, target)
+        prune_cache(cache, keep=target)
     return _archive_root(target)
+
+
+MANIFEST = ".resnet-viz-extracted"  # in an extracted copy: how many files it had, and their bytes
+
+
+def _contents(folder: Path) -> dict[str, int]:
+    files = size = 0
+    for top, _, names in os.walk(folder):
+        for name in names:
+            if top != str(folder) or name != MANIFEST:
+                files, size = files + 1, size + os.lstat(os.path.join(top, name)).st_size
+    return {"files": files, "bytes": size}
+
+
+def _complete(target: Path) -> bool:
+    try:
+        return json.loads((target / MANIFEST).read_text()) == _contents(target)
+    except (OSError, ValueError):
+        return False
 
 
 def _extract_into(archive: Path, target: Path) -> None:
@@ -224,8 +275,10 @@ def _extract_into(archive: Path, target: Path) -> None:
         raise DataError(f"cannot write to the cache folder {target.parent} ({e}); set RESNET_VIZ_CACHE "
                         "or cache_dir to a writable folder") from None
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(tmp, filter="data")  # refuses absolute paths, '..', and links leading outside
+        with tarfile.open(archive, "r|gz") as tar:  # a stream: each member is checked before it is written
+            # the filter refuses absolute paths, '..', and links leading outside
+            tar.extractall(tmp, members=_bounded(tar, archive), filter="data")
+        (tmp / MANIFEST).write_text(json.dumps(_contents(tmp)))
         try:
             os.replace(tmp, target)
         except OSError:
@@ -234,10 +287,31 @@ def _extract_into(archive: Path, target: Path) -> None:
     except tarfile.FilterError as e:
         raise DataError(f"{archive} holds {e.tarinfo.name!r}, which would land outside its folder or is not a "
                         "plain file or folder; refusing to extract it") from None
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise DataError(f"cannot extract {archive} ({reason(e)}); check that it is a complete .tar.gz") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise DataError(f"cannot extract {archive} ({reason(e)}); check that it is a complete .tar.gz and that "
+                        f"{target.parent} has room") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bounded(tar: tarfile.TarFile, archive: Path):
+    """The archive's members, refused as soon as they add up to more than the bounds allow: the bytes they
+    claim (at most ``archive_ratio`` times the archive's own size, and ``archive_bytes``) and their number."""
+    bounds = limits()
+    allowed = min(bounds.archive_bytes, bounds.archive_ratio * archive.stat().st_size)
+    which = "archive_bytes" if allowed == bounds.archive_bytes else "archive_ratio"
+    total = 0
+    for count, member in enumerate(tar, 1):
+        total += member.size
+        if total > allowed:
+            shown = bounds.archive_bytes if which == "archive_bytes" else bounds.archive_ratio
+            raise DataError(f"{archive.name} would extract to more than {human_bytes(allowed)} "
+                            f"({human_bytes(archive.stat().st_size)} compressed), over {over(which, shown)}; "
+                            "refusing to extract it")
+        if count > bounds.archive_members:
+            raise DataError(f"{archive.name} holds more than {bounds.archive_members:,} files and folders, over "
+                            f"{over('archive_members', bounds.archive_members)}; refusing to extract it")
+        yield member
 
 
 def _archive_root(folder: Path) -> Path:
@@ -246,3 +320,21 @@ def _archive_root(folder: Path) -> Path:
         return folder
     entries = [e for e in folder.iterdir() if not e.name.startswith(".")]
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
+
+
+# -- the cache's size ----------------------------------------------------------------------------
+
+def _entry_bytes(path: Path) -> int:
+    try:  # an extracted archive knows its size
+        return json.loads((path / MANIFEST).read_text())["bytes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return tree_bytes(path)
+
+
+def prune_cache(cache: Path, keep: Path | None = None, limit: int | None = None) -> list[Path]:
+    """Delete the least recently used decoded datasets and extracted archives until the cache holds at most
+    ``limit`` bytes (``limits().disk_cache_bytes``); ``keep``, the entry just made, stays. Returns what went."""
+    entries = [p for folder, pattern in (("decoded", "*.pt"), ("archives", "*")) for p in (cache / folder).glob(pattern)
+               if not p.name.startswith(".")]
+    return prune_least_recent(entries, limits().disk_cache_bytes if limit is None else limit,
+                              keep=[keep] if keep else [], size=_entry_bytes)

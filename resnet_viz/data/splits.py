@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 VAL_FRACTION = 0.1  # carved validation: the last 10% of each class
+STATS_CHUNK_BYTES = 32 << 20  # float64 working memory of channel_stats
 
 Progress = Callable[[int, int], None]
 
@@ -81,7 +82,8 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     """Per-channel mean and standard deviation of uint8 images (N, C, H, W), on the 0-1 scale."""
     channels = images.shape[1]
     total, squares = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
-    for chunk in images.split(4096):  # float64 copies of a chunk at a time, not of the whole split
+    per_image = max(images[0].numel(), 1) if len(images) else 1
+    for chunk in images.split(max(1, STATS_CHUNK_BYTES // (8 * per_image))):  # float64 copies of ~32 MiB at a time
         x = chunk.to(torch.float64)
         total += x.sum((0, 2, 3))
         squares += (x * x).sum((0, 2, 3))

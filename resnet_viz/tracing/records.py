@@ -82,6 +82,9 @@ class Totals:
         return {**dataclasses.asdict(self), "training_bytes": self.training_bytes}
 
 
+LAYER_BYTES = 4096  # memory of one Layer record, rounded up
+
+
 @dataclass(frozen=True)
 class Trace:
     """Every layer of one network for one input size and batch, with totals."""
@@ -103,6 +106,12 @@ class Trace:
     def training_bytes(self, optimizer: str = "sgd") -> int:
         """Estimated memory of a training step: saved activations + weights + gradients + optimizer state."""
         return self.totals.training_step_bytes(optimizer)
+
+    @property
+    def approx_bytes(self) -> int:
+        """About what this trace takes in memory, for caches that keep a byte budget: a layer's record with its
+        shapes and names is 3–4 KiB (measured with tracemalloc; tests/test_server.py checks the estimate)."""
+        return LAYER_BYTES * len(self.layers) + 64 * 1024
 
     def stage_of(self, layer: Layer) -> str:
         """'stem', a stage's module name ('layer1'...), 'head', or 'model' for the root row."""

@@ -17,6 +17,7 @@ from ..config import ResNetConfig
 from ..errors import CheckpointError, ConfigError
 from ..formatting import first_line
 from ..model import build_model
+from .inflation import check_inflation
 from .settings import RESUME_MAY_CHANGE, TrainSettings
 
 CHECKPOINT_FORMAT = "resnet-viz checkpoint 1"
@@ -93,6 +94,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 def _load(path: Path, device: str | torch.device) -> tuple[nn.Module, ResNetConfig, dict, dict]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    check_inflation(path)  # before torch.load inflates anything
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises pickle, zip and runtime errors for bad files
@@ -129,3 +131,26 @@ def load_resume(path: str | Path) -> Resume:
     except (ConfigError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path.name} has a damaged run record ({first_line(e, 160)})") from None
     return Resume(config, settings, position, facts, model.state_dict(), data["optimizer"], str(path))
+
+
+TENSOR_FRAMING_BYTES = 512  # what torch.save adds to each tensor (its zip entry, alignment, pickled reference), over
+RECORD_BYTES = 64 * 1024  # the config, the facts and the run record as JSON, besides the class names
+CLASS_NAME_BYTES = 64  # each class's name, written twice (in the facts and in the run record)
+
+
+def checkpoint_size_estimate(config: ResNetConfig) -> int:
+    """About the bytes of one checkpoint that a run of ``config`` saves, a little over: the float32 weights, SGD's
+    momentum (one more copy of them), BatchNorm's running statistics and counters, torch.save's framing of each
+    tensor, and the JSON records. From the config alone: no model is built."""
+    norms = [config.stem_channels]  # the channels of every BatchNorm layer
+    convs = 1
+    for b in config.block_specs():
+        main = [b.width, b.width] if config.block == "basic" else [b.width, b.width, b.out_channels]
+        projection = [b.out_channels] if b.shortcut == "projection" else []
+        norms += main + projection
+        convs += len(main) + len(projection)
+    parameters = convs + 2 * len(norms) + 2  # conv weights, BN weights and biases, the fc's weight and bias
+    buffers = 8 * sum(norms) + 8 * len(norms)  # running mean and variance (float32), num_batches_tracked (int64)
+    tensors = 2 * parameters + 3 * len(norms)  # each parameter and its momentum; three buffers per BN
+    return (2 * 4 * config.num_params() + buffers + TENSOR_FRAMING_BYTES * tensors + RECORD_BYTES
+            + CLASS_NAME_BYTES * config.num_classes)

@@ -6,13 +6,18 @@ all (a temporary file beside the target, then an atomic rename).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import graphviz
 
 from ..errors import ExportError
+from ..limits import limits, over
 from ..tracing import Trace
 from . import tables
 
@@ -45,16 +50,38 @@ def diagram_bytes(graph: graphviz.Digraph, fmt: str) -> bytes:
         return graph.source.encode("utf-8")
     if not has_dot():
         raise ExportError(NEEDS_DOT.format(fmt=fmt.upper()))
+    done = run_dot(graph.source, fmt)
+    if done.returncode < 0:
+        raise GraphvizCrash(f"Graphviz's dot crashed laying out the diagram (signal {-done.returncode}); "
+                            "the DOT file can still be drawn elsewhere")
+    if done.returncode:
+        detail = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ExportError(f"Graphviz could not render the diagram: {' '.join(detail[:2]) or done.returncode}")
+    return done.stdout
+
+
+def run_dot(source: str, fmt: str) -> subprocess.CompletedProcess:
+    """``dot -T<fmt>`` on ``source``, killed after ``limits().dot_seconds``; on Linux it also dies with this
+    process, so a stopped export leaves no ``dot`` behind."""
+    seconds = limits().dot_seconds
     try:
-        return graph.pipe(format=fmt)
-    except graphviz.ExecutableNotFound:
+        return subprocess.run(["dot", f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True,
+                              timeout=seconds, preexec_fn=_die_with_parent if _LIBC else None)
+    except FileNotFoundError:
         raise ExportError(NEEDS_DOT.format(fmt=fmt.upper())) from None
-    except graphviz.CalledProcessError as e:
-        if e.returncode < 0:
-            raise GraphvizCrash(f"Graphviz's dot crashed laying out the diagram (signal {-e.returncode}); "
-                                "the DOT file can still be drawn elsewhere") from None
-        detail = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-        raise ExportError(f"Graphviz could not render the diagram: {' '.join(detail[:2]) or e}") from None
+    except subprocess.TimeoutExpired:  # subprocess.run has killed it
+        raise ExportError(f"Graphviz's dot took more than {seconds:g} s to lay out the diagram, "
+                          f"{over('dot_seconds', seconds)}; fold identical blocks, draw fewer levels, or write "
+                          "the DOT file") from None
+
+
+def _die_with_parent() -> None:
+    """In the child, before ``dot`` starts: ask Linux to kill it when its parent dies (PR_SET_PDEATHSIG)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def block_diagram_bytes(trace: Trace, fmt: str, level: str = "block", direction: str = "TB",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app_pages.common import manager
 from resnet_viz import ConfigError, ResNetConfig, preset
 from resnet_viz.cli import build_parser
 from resnet_viz.cli.train import run_setup as _run_setup
@@ -24,6 +25,11 @@ def start(query: dict[str, str] | None = None) -> AppTest:
     if query:
         at.query_params.update(query)
     return at.run()
+
+
+def job(at: AppTest, kind: str):
+    """This session's newest job of a kind, from the server's job manager."""
+    return manager().find(at.session_state["owner"], kind)
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -340,10 +346,10 @@ def test_train_page_runs_watches_and_offers_the_checkpoint():
     assert f"trains in {precision}: {why}." in at.caption[0].value
     start_training(at)
     ok(at)
-    at.session_state["job"].join(timeout=120)
+    job(at, "training").join(timeout=120)
     at.run()
     ok(at)
-    state = at.session_state["job"].snapshot()
+    state = job(at, "training").snapshot()
     assert state.status == "finished"
     assert at.success[0].value.startswith(f"Validation accuracy {state.result.val_acc:.2%}")
     per_class = at.dataframe[0].value
@@ -385,7 +391,7 @@ def test_train_page_shows_the_exact_torchrun_command():
     at.toggle(key="train_sync_bn").set_value(True)
     submit(at, "Show the command")
     ok(at)
-    assert "job" not in at.session_state  # nothing started here
+    assert job(at, "training") is None  # nothing started here
     words = shlex.split(at.code[0].value)
     assert words[:6] == ["torchrun", "--nnodes=2", "--nproc_per_node=4", "--rdzv_backend=c10d",
                          "--rdzv_endpoint=node0:29500", "--rdzv_id=resnet-viz"]
@@ -414,7 +420,7 @@ def test_train_page_errors_are_sentences():
     at = start(preset("resnet20", num_classes=100).to_query())
     at.switch_page("app_pages/train.py").run()
     start_training(at)
-    at.session_state["job"].join(timeout=120)
+    job(at, "training").join(timeout=120)
     at.run()
     assert not at.exception
     assert "The network has 100 outputs but synthetic (random) data has 10 classes" in at.error[0].value
@@ -429,7 +435,7 @@ def run_study(at: AppTest, mode: str, bits: str) -> AppTest:
     at.number_input(key="q_limit").set_value(40)
     at.number_input(key="q_epochs").set_value(1)
     at.form_submit_button[0].click().run()
-    at.session_state["quantize_job"].join(timeout=180)
+    job(at, "quantization").join(timeout=180)
     return at.run()
 
 
@@ -437,7 +443,7 @@ def test_quantize_page_studies_the_last_training_run():
     at = start(TINY.to_query())
     at.switch_page("app_pages/train.py").run()
     start_training(at)
-    at.session_state["job"].join(timeout=120)
+    job(at, "training").join(timeout=120)
     at.switch_page("app_pages/quantize.py").run()
     ok(at)
     assert at.radio(key="q_network").value == "last training run"
