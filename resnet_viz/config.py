@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import reprlib
+import stat
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ MAX_IN_CHANNELS = 256
 MAX_CLASSES = 100_000
 MAX_INPUT_SIDE = 4096
 MAX_PARAMS = 1_000_000_000  # 4 GB of fp32 weights
+MAX_CONFIG_BYTES = 1 << 20  # a config file, or a config's JSON text (one is a few hundred bytes)
 
 
 class BlockSpec(NamedTuple):
@@ -204,27 +208,30 @@ class ResNetConfig:
             raise ConfigError("a config must be a JSON object with fields such as \"widths\" and \"blocks\"")
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ConfigError(f"unknown config field {unknown[0]!r} — known fields are {_field_names()}")
+            raise ConfigError(f"unknown config field {_shown(unknown[0])} — known fields are {_field_names()}")
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> ResNetConfig:
+    def from_json(cls, text: str | bytes) -> ResNetConfig:
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"the config is larger than {_CONFIG_LIMIT}; a config is a few hundred bytes of JSON")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"the config is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+        except RecursionError:
+            raise ConfigError("the config is not valid JSON (its lists or objects are nested too deeply)") from None
+        except ValueError as e:  # Python's limit on the digits of an integer read from text, or bytes not UTF-8
+            digits = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+            problem = f"a number has more than {digits:,} digits" if "digits" in str(e) else str(e)
+            raise ConfigError(f"the config is not valid JSON ({problem})") from None
         return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | Path) -> ResNetConfig:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read config file {str(path)!r}: {e}") from None
-        return cls.from_json(text)
+        """A config from a JSON file: a regular file of at most ``MAX_CONFIG_BYTES`` (a pipe, a device or a folder
+        is refused before it is opened, and no more than that is read)."""
+        return cls.from_json(_read_config(Path(path)))
 
     # -- validation -------------------------------------------------------------
 
@@ -285,6 +292,29 @@ class ResNetConfig:
         )
 
 
+_CONFIG_LIMIT = f"{MAX_CONFIG_BYTES >> 20} MiB"
+
+
+def _read_config(path: Path) -> str:
+    shown = repr(str(path))
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ConfigError(f"config file {shown} is not a regular file")
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {shown} is larger than {_CONFIG_LIMIT}; a config is a few hundred "
+                              "bytes of JSON")
+        return data.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {shown} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"cannot read config file {shown}: it is not UTF-8 text (at byte {e.start:,})") from None
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise ConfigError(f"cannot read config file {shown}: {reason[:1].lower()}{reason[1:]}") from None
+
+
 def _first_collapse(cfg: ResNetConfig, size: tuple[int, int]) -> tuple[str, tuple[int, int], int] | None:
     """The first layer whose stride exceeds the feature map it receives, for an input of ``size``."""
     layers = [("conv1", 7, 2, 3), ("maxpool", 3, 2, 1)] if cfg.stem == "imagenet" else []
@@ -314,13 +344,13 @@ def _csv(values) -> str:
 
 def _whole(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        raise ConfigError(f"{name} must be a whole number, got {_shown(value)}")
     return value
 
 
 def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ConfigError(f"{name} must be a list of whole numbers, got {value!r}")
+        raise ConfigError(f"{name} must be a list of whole numbers, got {_shown(value)}")
     items = tuple(value)
     for item in items:
         _whole(f"each value of {name}", item)
@@ -329,14 +359,37 @@ def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{name} {value!r} is not one of {', '.join(choices)}")
+        raise ConfigError(f"{name} {_shown(value)} is not one of {', '.join(choices)}")
 
 
 def _in_range(label: str, value: int, low: int, high: int, what: str) -> None:
     if value < low:
-        raise ConfigError(f"{label} {value} — {what} must be {low} or more")
+        raise ConfigError(f"{label} {_number(value)} — {what} must be {low} or more")
     if value > high:
-        raise ConfigError(f"{label} {value:,} — {what} are limited to {high:,}")
+        raise ConfigError(f"{label} {_number(value)} — {what} are limited to {high:,}")
+
+
+def _number(value: int) -> str:
+    """An integer as a message shows it: 100,000; one too long to read as its first digits and its length, as in
+    "100000… (4,001 digits)" (Python will not write out an integer of more than 4,300 digits at all)."""
+    size = abs(value)
+    if size < 10**18:
+        return f"{value:,}"
+    digits = int(size.bit_length() * 0.30103)  # log10(2): the count, or one short of it
+    digits += size >= 10**digits
+    return f"{'-' if value < 0 else ''}{size // 10 ** (digits - 6)}… ({digits:,} digits)"
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 2, 4, 4, 4
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 40
+
+
+def _shown(value: Any) -> str:
+    """A value a message quotes, cut short: a long text, a deep or long list or a huge number stays readable."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _number(value)
+    return _SHORT.repr(value)
 
 
 def _field_names() -> str:
@@ -379,8 +432,8 @@ def preset(name: str, **overrides: Any) -> ResNetConfig:
     try:
         base = PRESETS[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"unknown preset {name!r} — choose one of {', '.join(PRESETS)}") from None
+        raise ConfigError(f"unknown preset {_shown(name)} — choose one of {', '.join(PRESETS)}") from None
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ResNetConfig)})
     if unknown:
-        raise ConfigError(f"unknown config field {unknown[0]!r} — known fields are {_field_names()}")
+        raise ConfigError(f"unknown config field {_shown(unknown[0])} — known fields are {_field_names()}")
     return dataclasses.replace(base, **overrides) if overrides else base
