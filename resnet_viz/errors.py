@@ -24,6 +24,11 @@ class ExportError(ResNetVizError):
     """A file that cannot be made here; the message says what to install or change."""
 
 
+class FileWriteError(ExportError, OSError):
+    """A file the system would not let be written (a full disk, a quota, a read-only file system, no permission);
+    the message names the file and the reason. Still an ``OSError``, for code that treats any failed write as one."""
+
+
 class QuantizationError(ResNetVizError):
     """A model that cannot be quantized, saved, loaded or compiled here; the message says why."""
 

@@ -8,29 +8,55 @@ import io
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import ExportError
+from .errors import ExportError, FileWriteError
 
 
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
     """A binary file to write ``path`` through: the target appears only when the block ends without an error,
-    and a failed write leaves nothing behind. The folder must exist."""
+    and a failed write leaves nothing behind (an earlier file at ``path`` stays as it was). The folder must exist.
+    An ``OSError`` on the way (a full disk, a quota, a read-only file system, no permission) becomes a
+    ``FileWriteError`` that names the file and the reason."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ExportError(f"folder {str(folder)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    target = _target(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        os.replace(tmp, target)
+    except BaseException as e:
+        with suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, ExportError):
+            raise write_error(path, e) from None
         raise
+
+
+def _target(path: Path) -> Path:
+    """The file to replace: ``path``, or the file a link at ``path`` points to (the link stays). A folder, a device
+    or a pipe is refused: renaming a file over it would replace it."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ExportError(f"{str(folder)!r} is not a folder" if folder.exists()
+                          else f"folder {str(folder)!r} does not exist")
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if target.exists() and not target.is_file():
+        raise FileWriteError(f"cannot write {path}: it exists and is not a regular file")
+    return target
+
+
+def write_error(path: str | Path, error: OSError) -> FileWriteError:
+    """The sentence for a file that could not be written: "cannot write run/checkpoint.pt: no space left on
+    device"."""
+    reason = error.strerror or str(error) or type(error).__name__
+    return FileWriteError(f"cannot write {path}: {reason[:1].lower()}{reason[1:]}")
 
 
 def write_file(path: str | Path, data: bytes) -> Path:
