@@ -168,13 +168,16 @@ def owner() -> str:
 
 
 def remember_owner() -> None:
-    """Keep the owner's token in a cookie of this site (a script in a hidden frame of the same origin); the
-    browser sends it with every later connection. Marks the owner as present for the job manager."""
+    """Keep the owner's token in a cookie of this site; the browser sends it with every later connection, so a
+    reloaded page is the same owner. Marks the owner as present for the job manager."""
     token = owner()
     manager().seen(token)
     if st.context.cookies.get(OWNER_COOKIE) != token:
-        components.html(f"<script>parent.document.cookie = '{OWNER_COOKIE}={token}; path=/; max-age=2592000; "
-                        "SameSite=Strict';</script>", height=0)
+        cookie = f"document.cookie = '{OWNER_COOKIE}={token}; path=/; max-age=2592000; SameSite=Strict';"
+        try:
+            st.html(f"<script>{cookie}</script>", unsafe_allow_javascript=True)
+        except TypeError:  # a Streamlit without it: a hidden frame of the same origin sets it
+            components.html(f"<script>parent.{cookie}</script>", height=0)
 
 
 def my_job(kind: str) -> BackgroundJob | None:

@@ -22,13 +22,14 @@ from tests.e2e.browser import (
     AppPage,
     browser_unavailable,
     full_page_screenshot,
+    new_page,
     open_page,
     run_short_training,
     wait_for_app_idle,
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Browser, Page
 
 _reason = browser_unavailable()
 if _reason:
@@ -149,6 +150,26 @@ def test_train_runs_in_the_background_and_shows_the_result(page: Page, app_url: 
     expect(page.get_by_role("button", name="PT")).to_be_visible()  # the checkpoint download
     assert_no_errors(page, page_errors, refused_requests)
     screenshot(page, train)
+
+
+def test_a_reloaded_page_finds_its_training_again_and_nobody_else_sees_it(
+        page: Page, browser: Browser, app_url: str, page_errors: list[str], refused_requests: list[str]) -> None:
+    visit(page, app_url, "train", "?name=resnet20&widths=8,16&blocks=1,1&strides=1,2")
+    for label, value in (("Epochs", "500"), ("Batch size (0: auto)", "32"), ("Images per class (0: all)", "100")):
+        page.get_by_label(label, exact=True).fill(value)
+    page.get_by_role("button", name="Start training").click()
+    stop = page.locator('[data-testid="stMain"]').get_by_role("button", name="Stop")
+    stop.wait_for(timeout=LOAD_TIMEOUT_MS)
+    assert "resnet_viz_owner" in [c["name"] for c in page.context.cookies()]
+    page.reload()
+    stop.wait_for(timeout=LOAD_TIMEOUT_MS)  # the same browser, a new session: its run is found again
+    with new_page(browser) as stranger:
+        visit(stranger, app_url, "train")
+        expect(stranger.get_by_text("Set the run up above and start it")).to_be_visible()
+    stop.click()
+    page.locator(TRAINING_DONE).wait_for(timeout=LOAD_TIMEOUT_MS)
+    expect(page.locator(TRAINING_DONE)).to_contain_text("ended by stop request")
+    assert_no_errors(page, page_errors, refused_requests)
 
 
 def test_quantize_opens_ready_for_a_study(page: Page, app_url: str, page_errors: list[str],
