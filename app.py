@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitSecretNotFoundError
 
-from app_pages.common import remember_owner
+from app_pages.common import remember_owner, server
 from resnet_viz import PRESETS, ConfigError, ResNetConfig, preset
 from resnet_viz.config import BLOCK_TYPES, SHORTCUTS, STEMS
 from resnet_viz.formatting import plain
@@ -50,7 +50,7 @@ def load_upload() -> None:
     if upload is None:
         return
     try:
-        load(ResNetConfig.from_json(upload.getvalue().decode("utf-8", "replace")))
+        load(server().admit(ResNetConfig.from_json(upload.getvalue().decode("utf-8", "replace"))))
         state.upload_error = None
     except ConfigError as e:
         state.upload_error = f"{upload.name}: {e}"
@@ -66,12 +66,12 @@ def config_from_widgets(stages: pd.DataFrame) -> ResNetConfig:
         if any(v != int(v) for v in values):
             raise ConfigError(f"{column} must be whole numbers, got {', '.join(f'{v:g}' for v in values)}")
         columns[column] = tuple(int(v) for v in values)
-    return ResNetConfig(
+    return server().admit(ResNetConfig(
         name=state.get("name", state.preset), block=state.block, widths=columns["width"], blocks=columns["blocks"],
         strides=columns["stride"], shortcut=state.shortcut, stem=state.stem, stem_width=state.stem_width,
         num_classes=int(state.classes), in_channels=int(state.channels),
         input_size=(int(state.height), int(state.width)),
-    )
+    ))
 
 
 def password() -> str | None:
@@ -102,7 +102,8 @@ remember_owner()
 
 if "config" not in state:  # a new session: the link's config, or the default preset
     try:
-        load(ResNetConfig.from_query(st.query_params.to_dict()) if st.query_params else preset(DEFAULT_PRESET))
+        load(server().admit(ResNetConfig.from_query(st.query_params.to_dict())) if st.query_params
+             else preset(DEFAULT_PRESET))
     except ConfigError as e:
         load(preset(DEFAULT_PRESET))
         state.link_error = f"The link's network could not be opened ({e}); showing {DEFAULT_PRESET} instead."

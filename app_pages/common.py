@@ -137,6 +137,14 @@ def data_source(choice: str, path: str) -> str:
     return choice if choice != "folder" else server().data_path(path)
 
 
+def where_data_lies() -> None:
+    """On a shared server, where its data folders are: the only paths it reads."""
+    settings = server()
+    if settings.shared:
+        roots = ", ".join(f"`{root}`" for root in settings.data_roots) or "nowhere (synthetic data and CIFAR only)"
+        st.caption(f"This server reads data folders and archives under {roots}.")
+
+
 # -- the server and its jobs ------------------------------------------------------------------------
 
 OWNER_COOKIE = "resnet_viz_owner"

@@ -19,6 +19,7 @@ from app_pages.common import (
     polling,
     sentence,
     submit,
+    where_data_lies,
 )
 from resnet_viz import ConfigError, ResNetVizError
 from resnet_viz.data import load_dataset
@@ -57,6 +58,8 @@ with st.form("quantize", border=True):
     epochs = g.number_input("Fine-tune epochs", 1, 100, 3, key="q_epochs")
     limit = h.number_input("Images per class (0: all)", 0, 100_000, 0, key="q_limit")
     go = st.form_submit_button("Run", type="primary", disabled=running, icon=":material/play_arrow:")
+where_data_lies()
+
 
 def study() -> StudyJob:
     """The study as a job; an uploaded checkpoint is copied to a folder of the job's own, deleted when it ends."""

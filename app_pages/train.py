@@ -22,6 +22,7 @@ from app_pages.common import (
     server,
     submit,
     training_plan,
+    where_data_lies,
 )
 from resnet_viz import ConfigError, ResNetVizError
 from resnet_viz.formatting import human_bytes
@@ -74,6 +75,7 @@ with st.form("settings", border=True):
         command = st.form_submit_button("Show the command", icon=":material/terminal:",
                                         help="The exact command for this network and these settings")
     start = st.form_submit_button("Start training", type="primary", disabled=running, icon=":material/play_arrow:")
+where_data_lies()
 
 
 def settings() -> TrainSettings:

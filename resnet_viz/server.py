@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .caches import prune_least_recent
+from .config import ResNetConfig
 from .data import DataError, default_cache_dir
 from .errors import ConfigError
 from .limits import GiB
 
-BUILT_IN = ("synthetic", "cifar10", "cifar100")
+SHARED_MAX_BLOCKS = 1_000  # ResNet-1202 has 600
 
 
 @dataclass(frozen=True)
@@ -28,18 +29,30 @@ class ServerSettings:
     jobs_per_session: int = 2  # RESNET_VIZ_JOBS_PER_SESSION: jobs one person may have waiting or running
     grace_seconds: float = 300.0  # RESNET_VIZ_GRACE_SECONDS: a job outlives its closed page this long
     runs_bytes: int = 4 * GiB  # RESNET_VIZ_RUNS_BYTES: the app's run folders kept, least recent deleted first
+    max_blocks: int | None = None  # RESNET_VIZ_MAX_BLOCKS: residual blocks a network may have (shared: 1,000)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
         env = os.environ if environ is None else environ
         shared = env.get("RESNET_VIZ_SHARED", "").strip().lower() in ("1", "true", "yes", "on")
         roots = tuple(Path(p).resolve() for p in env.get("RESNET_VIZ_DATA_ROOTS", "").split(os.pathsep) if p.strip())
-        defaults = cls(max_jobs=1, jobs_per_session=1) if shared else cls()
+        defaults = cls(max_jobs=1, jobs_per_session=1, max_blocks=SHARED_MAX_BLOCKS) if shared else cls()
+        blocks = _number(env, "RESNET_VIZ_MAX_BLOCKS", defaults.max_blocks or 0)
         return cls(shared=shared, data_roots=roots,
                    max_jobs=int(_number(env, "RESNET_VIZ_MAX_JOBS", defaults.max_jobs)),
                    jobs_per_session=int(_number(env, "RESNET_VIZ_JOBS_PER_SESSION", defaults.jobs_per_session)),
                    grace_seconds=_number(env, "RESNET_VIZ_GRACE_SECONDS", defaults.grace_seconds),
-                   runs_bytes=int(_number(env, "RESNET_VIZ_RUNS_BYTES", defaults.runs_bytes)))
+                   runs_bytes=int(_number(env, "RESNET_VIZ_RUNS_BYTES", defaults.runs_bytes)),
+                   max_blocks=int(blocks) or None)
+
+    def admit(self, config: ResNetConfig) -> ResNetConfig:
+        """``config``, unless it has more residual blocks than this server draws (tracing the largest network the
+        config's own limits allow takes half a minute and 130 MB, per network)."""
+        blocks = sum(config.blocks)
+        if self.max_blocks is not None and blocks > self.max_blocks:
+            raise ConfigError(f"this network has {blocks:,} residual blocks, and this server draws networks of at "
+                              f"most {self.max_blocks:,} (RESNET_VIZ_MAX_BLOCKS)")
+        return config
 
     def data_path(self, text: str) -> str:
         """What ``load_dataset`` may read for a path typed into the app. Shared: only under the data roots, with

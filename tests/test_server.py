@@ -422,3 +422,27 @@ def test_a_network_too_big_for_the_cache_is_made_but_not_kept():
     cache = SizedLRU(max_bytes=trace(preset("resnet20")).approx_bytes * 3, size=lambda t: t.approx_bytes)
     assert cache.get_or_make(big, lambda: trace(big)).totals.params == big.num_params()
     assert big not in cache
+
+
+def test_a_shared_server_draws_networks_up_to_a_number_of_blocks():
+    shared = ServerSettings.from_env({"RESNET_VIZ_SHARED": "1"})
+    assert shared.admit(preset("resnet1202")) == preset("resnet1202")  # 600 blocks
+    huge = ResNetConfig(widths=(8,) * 4, blocks=(300,) * 4, strides=(1,) * 4)
+    with pytest.raises(ConfigError, match=r"has 1,200 residual blocks, and this server draws networks of at most "
+                                          r"1,000 \(RESNET_VIZ_MAX_BLOCKS\)"):
+        shared.admit(huge)
+    assert ServerSettings.from_env({}).admit(huge) == huge
+    assert ServerSettings.from_env({"RESNET_VIZ_MAX_BLOCKS": "10"}).max_blocks == 10
+
+
+def test_a_full_cache_disk_is_a_warning_and_the_data_still_loads(tmp_path, monkeypatch):
+    import resnet_viz.data.folders as folders
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4096 vs 0")
+
+    monkeypatch.setattr(folders.torch, "save", full_disk)
+    with pytest.warns(UserWarning, match="the decoded images are not cached .* unexpected pos"):
+        data = load_dataset(image_folder(tmp_path / "pets", 16), cache_dir=tmp_path / "cache")
+    assert len(data.train) + len(data.val) == 4
+    assert not list((tmp_path / "cache" / "decoded").iterdir())  # no half-written file

@@ -85,3 +85,15 @@ def test_jobs_beyond_the_servers_cap_wait_in_line_show_their_place_and_can_be_st
     running.join(120)
     first.run()
     assert running.snapshot().result.stopped == "stop request" and first.success
+
+
+def test_a_shared_server_refuses_a_link_to_a_network_larger_than_it_draws(server_env):
+    server_env(RESNET_VIZ_SHARED="1")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"widths": "8,8", "blocks": "512,512", "strides": "1,1"})
+    at.run()
+    assert not at.exception and at.session_state["config"].name == "resnet20"
+    assert "has 1,024 residual blocks, and this server draws networks of at most 1,000" in at.error[0].value
+    at.switch_page("app_pages/train.py").run()
+    assert ("This server reads data folders and archives under nowhere (synthetic data and CIFAR only)."
+            in [c.value for c in at.caption])
