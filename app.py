@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitSecretNotFoundError
 
-from app_pages.common import remember_owner, server
+from app_pages.common import keep_jobs_alive, remember_owner, server
 from resnet_viz import PRESETS, ConfigError, ResNetConfig, preset
 from resnet_viz.config import BLOCK_TYPES, SHORTCUTS, STEMS
 from resnet_viz.formatting import plain
@@ -148,6 +148,7 @@ with st.sidebar:
     st.file_uploader("Open a config (JSON)", type=["json"], key=f"upload{state.editor}", on_change=load_upload)
     if state.get("upload_error"):
         st.error(state.upload_error)
+    keep_jobs_alive()
 
 if state.link_error:  # it repeats what a link gave: shown as plain text, never as Markdown
     st.error(plain(state.link_error), icon=":material/link_off:")

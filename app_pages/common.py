@@ -188,6 +188,25 @@ def remember_owner() -> None:
             components.html(f"<script>parent.{cookie}</script>", height=0)
 
 
+JOB_KINDS = {"training": "Training run", "quantization": "Quantization study"}
+
+
+def keep_jobs_alive() -> None:
+    """While this person has a job waiting or running, every page tells the manager the browser is still there
+    (every 30 s), and the sidebar says how the jobs are doing."""
+    active = {kind: job for kind in JOB_KINDS if (job := my_job(kind)) is not None and not job.ended()}
+    if not active:
+        return
+
+    @st.fragment(run_every=30.0)
+    def heartbeat() -> None:
+        manager().seen(owner())
+        for kind, job in active.items():
+            st.caption(f"{JOB_KINDS[kind]}: {job_status(job, job.snapshot())}")
+
+    heartbeat()
+
+
 def my_job(kind: str) -> BackgroundJob | None:
     return manager().find(owner(), kind)
 

@@ -79,6 +79,9 @@ def test_jobs_beyond_the_servers_cap_wait_in_line_show_their_place_and_can_be_st
     waiting = jobs.find(second.session_state["owner"], "training")
     assert running is not waiting and jobs.place(waiting) == 1
     assert second.get("progress")[0].proto.text == "waiting: 1st in line, behind 1 running job"
+    second.switch_page("app_pages/overview.py").run()  # every page keeps the job alive and says how it is doing
+    assert "Training run: waiting: 1st in line, behind 1 running job" in [c.value for c in second.sidebar.caption]
+    second.switch_page("app_pages/train.py").run()
     assert next(b for b in second.button if b.label == "Stop").click().run()
     assert waiting.snapshot().status == "stopped" and second.info[0].value == "Stopped before it started."
     next(b for b in first.button if b.label == "Stop").click().run()
