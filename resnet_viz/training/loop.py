@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,11 +36,11 @@ from torch import nn
 
 from ..config import ResNetConfig
 from ..data import Dataset, DeviceBatches, Split, downscale
-from ..errors import ConfigError
-from ..formatting import format_shape
-from ..io import csv_bytes, write_file
+from ..errors import ConfigError, ExportError, FileWriteError
+from ..formatting import format_shape, human_bytes
+from ..io import csv_bytes, write_error, write_file
 from ..model import build_model
-from .checkpoints import Position, Resume, checkpoint_bytes
+from .checkpoints import Position, Resume, checkpoint_bytes, checkpoint_size_estimate
 from .defaults import Choice, choose, needs_measuring
 from .devices import autocast, pick_device, precision_and_why
 from .distributed import World
@@ -182,7 +183,9 @@ class Trainer:
             raise ConfigError(f"the network expects inputs of {format_shape(config.input_shape)} but {data.name} "
                               f"has images of {format_shape(shape)} — set the input size to match")
         if self.out_dir is not None:
-            _check_writable(self.out_dir)
+            folder = _check_writable(self.out_dir)
+            if self.world.main:  # rank 0 alone writes
+                _check_space(self.out_dir, folder, config, self.settings.epochs)
         self.device = self.world.device if self.world.distributed else pick_device(self.settings.device)
         self.precision, self.precision_reason = precision_and_why(self.settings.precision, self.device)
         self._lr_given = self.settings.lr
@@ -194,6 +197,7 @@ class Trainer:
             self._check_resume(resume)
         self._stop = threading.Event()
         self.model: nn.Module | None = None
+        self._kept = self._checkpoint_kept()  # what a failed save leaves in out_dir, in words
 
     def _multiple(self) -> int:
         return self.world.size * self.settings.micro_batches
@@ -473,15 +477,31 @@ class Trainer:
                 "std": list(self.data.std)}
 
     def _save_checkpoint(self, optimizer: torch.optim.Optimizer, at: Position, facts: dict[str, Any]) -> Path:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        """Save where the run stands. A save that fails (a full disk) ends the run with a sentence that says which
+        checkpoint is kept: the file is replaced whole or not at all."""
+        path = self.out_dir / "checkpoint.pt"
         run = {"settings": asdict(self.settings), "position": asdict(at), "data": data_facts(self.data)}
-        return write_file(self.out_dir / "checkpoint.pt", checkpoint_bytes(
-            self.model, self.config, {**self._meta(), "steps": at.step, **facts}, run=run,
-            optimizer=optimizer.state_dict()))
+        data = checkpoint_bytes(self.model, self.config, {**self._meta(), "steps": at.step, **facts}, run=run,
+                                optimizer=optimizer.state_dict())
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_file(path, data)
+        except OSError as e:  # a FileWriteError is one too
+            error = e if isinstance(e, FileWriteError) else write_error(self.out_dir, e)
+            raise FileWriteError(f"{error}; {self._kept}") from None
+        self._kept = f"the last checkpoint saved (epoch {len(at.history)}, step {at.step:,}) is kept"
+        return path
+
+    def _checkpoint_kept(self) -> str:
+        """What a failed first save of this run leaves: the checkpoint it went on from, when that is in out_dir."""
+        if self.out_dir is None or self.resume is None or not self.resume.path:
+            return "no checkpoint of this run was saved"
+        if Path(self.resume.path).resolve() != (self.out_dir / "checkpoint.pt").resolve():
+            return "no checkpoint of this run was saved"
+        return f"the checkpoint the run went on from (step {self.resume.position.step:,}) is kept"
 
     def _save(self, result: Result, optimizer: torch.optim.Optimizer, at: Position) -> dict[str, str]:
         out = self.out_dir
-        out.mkdir(parents=True, exist_ok=True)
         files = {
             "checkpoint": out / "checkpoint.pt",
             "config": out / "config.json",
@@ -491,12 +511,18 @@ class Trainer:
         }
         self._save_checkpoint(optimizer, at, {"val_acc": result.val_acc, "val_acc_flip": result.val_acc_flip,
                                               "stopped": result.stopped})
-        write_file(files["config"], self.config.to_json().encode())
         result.files = {k: str(v) for k, v in files.items()}
-        write_file(files["metrics_json"], json.dumps(result.summary(), indent=2, default=str).encode())
-        write_file(files["metrics_csv"], csv_bytes(result.history))
-        write_file(files["per_class_csv"], csv_bytes(result.per_class))
+        try:
+            write_file(files["config"], self.config.to_json().encode())
+            write_file(files["metrics_json"], json.dumps(result.summary(), indent=2, default=str).encode())
+            write_file(files["metrics_csv"], csv_bytes(result.history))
+            write_file(files["per_class_csv"], csv_bytes(result.per_class))
+        except FileWriteError as e:
+            raise FileWriteError(f"{e}; the run's final checkpoint, {files['checkpoint']}, is saved") from None
         return result.files
+
+
+METRICS_BYTES = 1 << 20  # metrics.json, metrics.csv, per_class.csv and config.json, with room to spare
 
 
 def _sync(device: torch.device) -> None:
@@ -504,8 +530,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _check_writable(out_dir: Path) -> None:
-    """Refuse, before any training, a folder the results could not be written to."""
+def _check_writable(out_dir: Path) -> Path:
+    """Refuse, before any training, a folder the results could not be written to; returns the folder that exists
+    now, ``out_dir`` or the nearest one above it."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} exists and is not a folder")
     existing = next(folder for folder in (out_dir, *out_dir.absolute().parents) if folder.exists())
@@ -513,6 +540,21 @@ def _check_writable(out_dir: Path) -> None:
         raise ConfigError(f"cannot make the folder {out_dir}: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write to {out_dir}: {existing} is not writable")
+    return existing
+
+
+def _check_space(out_dir: Path, existing: Path, config: ResNetConfig, epochs: int) -> None:
+    """Refuse, before any training, a folder without room for what the run writes: its first checkpoint; when it
+    saves more than one, the next, written beside the last before it replaces it (less the room of a checkpoint.pt
+    already there, which the first replaces); the metrics; and a tenth more for the records that grow."""
+    checkpoint = checkpoint_size_estimate(config)
+    old = out_dir / "checkpoint.pt"
+    replaced = min(old.stat().st_size, checkpoint) if old.is_file() else 0
+    need = checkpoint + (checkpoint - replaced if epochs > 1 else 0) + checkpoint // 10 + METRICS_BYTES
+    free = shutil.disk_usage(existing).free
+    if free < need:
+        raise ExportError(f"{out_dir} has {human_bytes(free)} free but the run needs about {human_bytes(need)} for "
+                          "its checkpoints and metrics; free some space or choose another folder (--out)")
 
 
 def data_facts(data: Dataset) -> dict[str, Any]:
