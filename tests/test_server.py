@@ -79,8 +79,12 @@ def test_a_checkpoint_holding_more_than_its_config_needs_is_refused(tmp_path):
 def test_checkpoints_without_a_config_or_not_zip_files_are_refused_in_one_sentence(tmp_path):
     plain = tmp_path / "weights.pt"
     torch.save({"state_dict": build_model(TINY).state_dict()}, plain)
-    with pytest.raises(CheckpointError, match="its record holds no config"):
+    with pytest.raises(CheckpointError, match="no 'resnet-viz checkpoint 1' header"):
         load_checkpoint(plain)
+    headed = tmp_path / "headed.pt"
+    torch.save({"format": "resnet-viz checkpoint 1", "state_dict": build_model(TINY).state_dict()}, headed)
+    with pytest.raises(CheckpointError, match="its record holds no config"):
+        load_checkpoint(headed)
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="not a zip archive"):

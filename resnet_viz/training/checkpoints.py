@@ -94,7 +94,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 def _load(path: Path, device: str | torch.device) -> tuple[nn.Module, ResNetConfig, dict, dict]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    check_inflation(path)  # before torch.load inflates anything
+    check_inflation(path, CHECKPOINT_FORMAT)  # before torch.load inflates anything
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises pickle, zip and runtime errors for bad files

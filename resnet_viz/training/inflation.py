@@ -22,8 +22,9 @@ from ..limits import MiB, limits, over
 SMALL_ENTRY = 1 * MiB  # entries this small may be compressed at any ratio (text compresses well)
 
 
-def check_inflation(path: Path) -> None:
-    """Refuse ``path`` unless its entries inflate to what the config it claims could need."""
+def check_inflation(path: Path, header: str) -> None:
+    """Refuse ``path`` unless its entries inflate to what the config it claims could need; a record without
+    ``header`` (the checkpoint format's name) is not a checkpoint at all."""
     bounds = limits()
     try:
         with zipfile.ZipFile(path) as archive:
@@ -39,7 +40,7 @@ def check_inflation(path: Path) -> None:
                                   f"({human_bytes(entry.compress_size)} to {human_bytes(entry.file_size)}), over "
                                   f"{over('checkpoint_ratio', bounds.checkpoint_ratio)}; torch.save compresses "
                                   "nothing, so this file was not written by it")
-    claimed = _claimed_config(path, record)
+    claimed = _claimed_config(path, record, header)
     tensors = sum(e.file_size for e in entries if not e.filename.endswith("data.pkl"))
     allowed = checkpoint_bytes_allowed(claimed)
     if tensors > allowed:
@@ -64,13 +65,14 @@ def _record(path: Path, archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo]
         return f.read(limit + 1)[:limit]
 
 
-def _claimed_config(path: Path, record: bytes) -> ResNetConfig:
+def _claimed_config(path: Path, record: bytes, header: str) -> ResNetConfig:
     """The config the record holds under its "config" key: the string that follows that key's string."""
-    previous = None
+    previous, found_header = None, False
     try:
         for opcode, arg, _ in pickletools.genops(record):
             if isinstance(arg, str) and opcode.name.endswith("UNICODE"):
-                if previous == "config":
+                found_header = found_header or arg == header
+                if previous == "config" and found_header:
                     return ResNetConfig.from_json(arg)
                 previous = arg
             elif "PUT" not in opcode.name and opcode.name != "MEMOIZE":
@@ -79,4 +81,5 @@ def _claimed_config(path: Path, record: bytes) -> ResNetConfig:
         raise CheckpointError(f"{path.name} holds a config that cannot describe a network: {e}") from None
     except (ValueError, TypeError):  # a malformed pickle
         pass
-    raise CheckpointError(f"{path.name} is not a resnet-viz checkpoint (its record holds no config)")
+    missing = "its record holds no config" if found_header else f"no '{header}' header"
+    raise CheckpointError(f"{path.name} is not a resnet-viz checkpoint ({missing})")
