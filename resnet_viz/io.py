@@ -30,6 +30,7 @@ def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
+        os.chmod(tmp, _mode_for(target))  # mkstemp makes files only their owner may read
         os.replace(tmp, target)
     except BaseException as e:
         with suppress(OSError):
@@ -37,6 +38,23 @@ def atomic_file(path: str | Path) -> Iterator[IO[bytes]]:
         if isinstance(e, OSError) and not isinstance(e, ExportError):
             raise write_error(path, e) from None
         raise
+
+
+def _mode_for(target: Path) -> int:
+    """The permissions a file written here gets: those of the file it replaces, else what open() would give."""
+    try:
+        return target.stat().st_mode & 0o777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # reading the process's umask means setting it: done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def _target(path: Path) -> Path:

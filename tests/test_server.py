@@ -450,3 +450,16 @@ def test_a_full_cache_disk_is_a_warning_and_the_data_still_loads(tmp_path, monke
         data = load_dataset(image_folder(tmp_path / "pets", 16), cache_dir=tmp_path / "cache")
     assert len(data.train) + len(data.val) == 4
     assert not list((tmp_path / "cache" / "decoded").iterdir())  # no half-written file
+
+
+def test_files_written_whole_get_the_permissions_open_would_give_or_keep_those_they_replace(tmp_path):
+    from resnet_viz import io as io_module
+
+    opened = tmp_path / "opened.csv"
+    opened.write_bytes(b"a")  # what open() gives under this process's umask
+    assert io_module.write_file(tmp_path / "fresh.csv", b"a").stat().st_mode == opened.stat().st_mode
+    kept = tmp_path / "kept.csv"
+    kept.write_bytes(b"old")
+    kept.chmod(0o640)
+    io_module.write_file(kept, b"new")
+    assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_bytes() == b"new"
