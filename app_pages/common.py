@@ -218,15 +218,7 @@ def submit(kind: str, job: BackgroundJob) -> BackgroundJob:
 
 def job_status(job: BackgroundJob, snap) -> str:
     """The progress bar's text: the job's status, or its place in line."""
-    place = manager().place(job)
-    if place is not None:
-        running = len(manager().running())
-        return f"waiting: {ordinal(place)} in line, behind {running} running job{'s' * (running != 1)}"
-    return f"{snap.status}: {snap.message}" if snap.message else snap.status
-
-
-def ordinal(n: int) -> str:
-    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+    return manager().status_line(job, snap)
 
 
 def painted_source(config: ResNetConfig, heat: tuple[tuple[str, float], ...], label: str) -> str:

@@ -63,3 +63,8 @@ def plain(text: str) -> str:
     """``text`` with every Markdown character escaped, so that a Markdown renderer shows it as it is: for
     messages that repeat what a user or a link gave (no link, image or HTML can come of it)."""
     return _MARKDOWN.sub(r"\\\1", text)
+
+
+def ordinal(n: int) -> str:
+    """1 -> '1st', 12 -> '12th', 22 -> '22nd'."""
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"

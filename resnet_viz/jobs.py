@@ -20,6 +20,7 @@ from typing import Any
 from .config import ResNetConfig
 from .data import load_dataset
 from .errors import ConfigError, ResNetVizError
+from .formatting import ordinal
 from .training import Progress, Result, Trainer, TrainSettings
 
 MAX_POINTS = 600  # progress points kept for the curves; older ones are thinned out
@@ -233,7 +234,7 @@ class JobManager:
     def submit(self, owner: str, kind: str, job: BackgroundJob) -> BackgroundJob:
         """Start ``job`` now, or put it in line; refused when its owner already has ``per_owner`` jobs."""
         with self._lock:
-            self.seen(owner)
+            self._seen[owner] = self._clock()
             mine = [j for o, _, j in self._jobs if o == owner and not j.ended()]
             if len(mine) >= self.per_owner:
                 raise ConfigError(f"you already have {len(mine)} job{'s' * (len(mine) > 1)} waiting or running, "
@@ -255,6 +256,15 @@ class JobManager:
         with self._lock:
             return self._line.index(job) + 1 if job in self._line else None
 
+    def status_line(self, job: BackgroundJob, snap: JobState | None = None) -> str:
+        """What a job is doing, in a few words: "training: 1,024 of 5,000", or its place in line."""
+        place = self.place(job)
+        if place is not None:
+            running = len(self.running())
+            return f"waiting: {ordinal(place)} in line, behind {running} running job{'s' * (running != 1)}"
+        snap = snap or job.snapshot()
+        return f"{snap.status}: {snap.message}" if snap.message else snap.status
+
     def running(self) -> list[BackgroundJob]:
         """The jobs started and not yet ended."""
         with self._lock:
@@ -275,9 +285,10 @@ class JobManager:
                 job.stop()
 
     def seen(self, owner: str) -> None:
-        """The owner's page is open: its jobs go on."""
+        """The owner's page is open: its jobs go on. (Only owners of jobs are remembered.)"""
         with self._lock:
-            self._seen[owner] = self._clock()
+            if any(o == owner for o, _, _ in self._jobs):
+                self._seen[owner] = self._clock()
 
     def sweep(self) -> list[BackgroundJob]:
         """Stop the jobs of owners gone for longer than the grace period; returns them."""
@@ -311,3 +322,5 @@ class JobManager:
         ended = [entry for entry in self._jobs if entry[2].ended()]
         for entry in ended[:max(0, len(ended) - self.keep)]:
             self._jobs.remove(entry)
+        owners = {owner for owner, _, _ in self._jobs}
+        self._seen = {owner: t for owner, t in self._seen.items() if owner in owners}  # only owners of jobs matter

@@ -315,6 +315,7 @@ def test_the_manager_runs_a_few_jobs_at_once_and_the_rest_wait_in_line():
         jobs.submit(owner, "training", job)
     assert a.running() and b.running() and not c.running()
     assert (jobs.place(a), jobs.place(c), jobs.place(d)) == (None, 1, 2)
+    assert jobs.status_line(d) == "waiting: 2nd in line, behind 2 running jobs" and jobs.status_line(a) == "running"
     assert c.snapshot().status == "queued"
     a.release.set()
     wait_for(lambda: c.running())
