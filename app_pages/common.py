@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import secrets
+import sys
 from collections.abc import Callable
 
 import pandas as pd
@@ -66,12 +67,12 @@ def memory_cache() -> SizedLRU:
 
 
 def _approx_bytes(value: object) -> int:
+    """A cached value's size. By shape, not by class: after a module reload, older values hold the old classes."""
     if isinstance(value, (str, bytes)):
         return len(value)
-    if isinstance(value, Trace):
-        return value.approx_bytes
-    figure_or_steps, trace_bytes = value
-    return trace_bytes // 2  # a chart or a walk-through holds a few numbers per layer of its trace
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        return value[1] // 2  # a chart or a walk-through holds a few numbers per layer of its trace
+    return getattr(value, "approx_bytes", sys.getsizeof(value))
 
 
 def _cached(kind: str, *key: object, make: Callable[[], object]) -> object:
