@@ -110,7 +110,7 @@ class Trace:
     @property
     def approx_bytes(self) -> int:
         """About what this trace takes in memory, for caches that keep a byte budget: a layer's record with its
-        shapes and names is 3–4 KiB (measured with tracemalloc; tests/test_server.py checks the estimate)."""
+        shapes and names is 3–4 KiB (measured with tracemalloc; tests/test_bounds_and_jobs.py checks the estimate)."""
         return LAYER_BYTES * len(self.layers) + 64 * 1024
 
     def stage_of(self, layer: Layer) -> str:
