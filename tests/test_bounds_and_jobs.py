@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
 from PIL import Image
 
 from resnet_viz import ResNetConfig, build_model, preset, trace
@@ -33,6 +32,9 @@ from resnet_viz.training import load_checkpoint
 from resnet_viz.training.checkpoints import checkpoint_bytes
 from resnet_viz.training.inflation import checkpoint_bytes_allowed
 from resnet_viz.views.export import run_dot
+
+TINY = ResNetConfig(name="tiny", widths=(8, 16), blocks=(1, 1), strides=(1, 2))
+
 
 # -- checkpoints ------------------------------------------------------------------------------------
 
