@@ -209,12 +209,25 @@ def test_the_memory_cache_keeps_a_byte_budget_least_recent_out():
 
 @pytest.mark.parametrize("name", ["resnet56", "resnet50"])
 def test_a_traces_size_estimate_is_near_what_it_takes(name):
-    trace(preset("resnet20"))  # the tracer's own first-use allocations are not the trace's
+    trace(preset(name))  # the weightless model it traces is kept apart, and first-use allocations are not the trace's
     tracemalloc.start()
     t = trace(preset(name))
     taken, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert taken / 2 < t.approx_bytes < taken * 2
+
+
+def test_the_weightless_models_kept_for_tracing_are_bounded_in_bytes_and_near_their_size():
+    from resnet_viz.tracing import tracer
+
+    config = ResNetConfig(name="kept", widths=(8, 16), blocks=(20, 20), strides=(1, 2))
+    tracemalloc.start()
+    model = tracer._meta_model(config)
+    taken, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert tracer._meta_model(config) is model and config in tracer._META_MODELS
+    size = tracer.MODULE_BYTES * sum(1 for _ in model.modules())
+    assert taken / 2 < size < taken * 2 and tracer._META_MODELS.bytes <= tracer._META_MODELS.max_bytes
 
 
 def test_disk_caches_are_pruned_least_recently_used_first(tmp_path):

@@ -82,7 +82,7 @@ class Totals:
         return {**dataclasses.asdict(self), "training_bytes": self.training_bytes}
 
 
-LAYER_BYTES = 4096  # memory of one Layer record, rounded up
+LAYER_BYTES = 1024  # memory of one Layer record
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ class Trace:
     @property
     def approx_bytes(self) -> int:
         """About what this trace takes in memory, for caches that keep a byte budget: a layer's record with its
-        shapes and names is 3–4 KiB (measured with tracemalloc; tests/test_bounds_and_jobs.py checks the estimate)."""
-        return LAYER_BYTES * len(self.layers) + 64 * 1024
+        shapes and names is 0.8–1.2 KiB (tracemalloc; tests/test_bounds_and_jobs.py checks the estimate)."""
+        return LAYER_BYTES * len(self.layers) + 16 * 1024
 
     def stage_of(self, layer: Layer) -> str:
         """'stem', a stage's module name ('layer1'...), 'head', or 'model' for the root row."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from collections import Counter
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from ..caches import SizedLRU
 from ..config import ResNetConfig
 from ..errors import ConfigError
 from ..model import build_model
@@ -244,9 +244,13 @@ def _trace_hooked(model: nn.Module, input_shape: Shape, dtype: torch.dtype) -> _
     return tracer
 
 
-@functools.lru_cache(maxsize=32)
+MODULE_BYTES = 2560  # memory of one module of a meta-device model (tracemalloc: about 2.4 KiB)
+_META_MODELS = SizedLRU(256 << 20, size=lambda model: MODULE_BYTES * sum(1 for _ in model.modules()))
+
+
 def _meta_model(config: ResNetConfig) -> nn.Module:
-    return build_model(config, device="meta")
+    """The config's weightless model, kept for the next trace of it (at most 256 MiB of them)."""
+    return _META_MODELS.get_or_make(config, lambda: build_model(config, device="meta"))
 
 
 def trace(
