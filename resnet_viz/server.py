@@ -47,7 +47,7 @@ class ServerSettings:
 
     def admit(self, config: ResNetConfig) -> ResNetConfig:
         """``config``, unless it has more residual blocks than this server draws (tracing the largest network the
-        config's own limits allow takes half a minute and 130 MB, per network)."""
+        config's own limits allow takes half a minute on two cores and about 100 MB, per network)."""
         blocks = sum(config.blocks)
         if self.max_blocks is not None and blocks > self.max_blocks:
             raise ConfigError(f"this network has {blocks:,} residual blocks, and this server draws networks of at "
