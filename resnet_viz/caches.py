@@ -51,11 +51,31 @@ class SizedLRU:
             self.bytes = 0
 
 
+def tree_stats(folder: Path, skip: str | None = None) -> dict[str, int]:
+    """How many files a folder holds, however deep, and their bytes (links not followed); ``skip`` names a file
+    at its top that is not counted."""
+    files = size = 0
+    for top, _, names in os.walk(folder):
+        for name in names:
+            if top != str(folder) or name != skip:
+                files, size = files + 1, size + os.lstat(os.path.join(top, name)).st_size
+    return {"files": files, "bytes": size}
+
+
 def tree_bytes(path: Path) -> int:
     """Bytes of a file, or of every file under a folder (links not followed)."""
     if not path.is_dir():
         return path.stat().st_size if path.exists() else 0
-    return sum(os.lstat(os.path.join(top, name)).st_size for top, _, names in os.walk(path) for name in names)
+    return tree_stats(path)["bytes"]
+
+
+def remove(path: Path) -> None:
+    """Delete a file or a folder with all it holds; what is already gone is no error."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def prune_least_recent(entries: Iterable[Path], limit: int, keep: Iterable[Path] = (),
@@ -71,7 +91,7 @@ def prune_least_recent(entries: Iterable[Path], limit: int, keep: Iterable[Path]
             break
         if path in keep:
             continue
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        remove(path)
         total -= bytes_
         removed.append(path)
     return removed

@@ -8,7 +8,6 @@ owner has gone."""
 from __future__ import annotations
 
 import copy
-import shutil
 import threading
 import time
 import traceback
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .caches import remove
 from .config import ResNetConfig
 from .data import load_dataset
 from .errors import ConfigError, ResNetVizError
@@ -115,7 +115,7 @@ class BackgroundJob:
 
     def _end(self) -> None:
         for path in self.temporary:
-            shutil.rmtree(path, ignore_errors=True) if Path(path).is_dir() else Path(path).unlink(missing_ok=True)
+            remove(path)
         for callback in self.on_end:
             callback(self)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..caches import prune_least_recent, touch, tree_bytes
+from ..caches import prune_least_recent, remove, touch, tree_bytes, tree_stats
 from ..errors import DataError
 from ..formatting import human_bytes
 from ..io import atomic_file
@@ -242,7 +242,7 @@ def extract(archive: Path, cache: Path) -> Path:
     if _complete(target):
         touch(target)
     else:
-        shutil.rmtree(target, ignore_errors=True)
+        remove(target)
         _extract_into(archive, target)
         prune_cache(cache, keep=target)
     return _archive_root(target)
@@ -251,18 +251,9 @@ def extract(archive: Path, cache: Path) -> Path:
 MANIFEST = ".resnet-viz-extracted"  # in an extracted copy: how many files it had, and their bytes
 
 
-def _contents(folder: Path) -> dict[str, int]:
-    files = size = 0
-    for top, _, names in os.walk(folder):
-        for name in names:
-            if top != str(folder) or name != MANIFEST:
-                files, size = files + 1, size + os.lstat(os.path.join(top, name)).st_size
-    return {"files": files, "bytes": size}
-
-
 def _complete(target: Path) -> bool:
     try:
-        return json.loads((target / MANIFEST).read_text()) == _contents(target)
+        return json.loads((target / MANIFEST).read_text()) == tree_stats(target, skip=MANIFEST)
     except (OSError, ValueError):
         return False
 
@@ -278,7 +269,7 @@ def _extract_into(archive: Path, target: Path) -> None:
         with tarfile.open(archive, "r|gz") as tar:  # a stream: each member is checked before it is written
             # the filter refuses absolute paths, '..', and links leading outside
             tar.extractall(tmp, members=_bounded(tar, archive), filter="data")
-        (tmp / MANIFEST).write_text(json.dumps(_contents(tmp)))
+        (tmp / MANIFEST).write_text(json.dumps(tree_stats(tmp, skip=MANIFEST)))
         try:
             os.replace(tmp, target)
         except OSError:
@@ -298,16 +289,16 @@ def _bounded(tar: tarfile.TarFile, archive: Path):
     """The archive's members, refused as soon as they add up to more than the bounds allow: the bytes they
     claim (at most ``archive_ratio`` times the archive's own size, and ``archive_bytes``) and their number."""
     bounds = limits()
-    allowed = min(bounds.archive_bytes, bounds.archive_ratio * archive.stat().st_size)
-    which = "archive_bytes" if allowed == bounds.archive_bytes else "archive_ratio"
+    compressed = archive.stat().st_size
+    by_ratio = bounds.archive_ratio * compressed < bounds.archive_bytes
+    allowed = bounds.archive_ratio * compressed if by_ratio else bounds.archive_bytes
+    bound = over("archive_ratio", bounds.archive_ratio) if by_ratio else over("archive_bytes", bounds.archive_bytes)
     total = 0
     for count, member in enumerate(tar, 1):
         total += member.size
         if total > allowed:
-            shown = bounds.archive_bytes if which == "archive_bytes" else bounds.archive_ratio
             raise DataError(f"{archive.name} would extract to more than {human_bytes(allowed)} "
-                            f"({human_bytes(archive.stat().st_size)} compressed), over {over(which, shown)}; "
-                            "refusing to extract it")
+                            f"({human_bytes(compressed)} compressed), over {bound}; refusing to extract it")
         if count > bounds.archive_members:
             raise DataError(f"{archive.name} holds more than {bounds.archive_members:,} files and folders, over "
                             f"{over('archive_members', bounds.archive_members)}; refusing to extract it")
