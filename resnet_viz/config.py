@@ -19,10 +19,11 @@ from typing import Any, NamedTuple
 
 from .errors import ConfigError
 
-BLOCK_TYPES = ("basic", "bottleneck")
-SHORTCUTS = ("A", "B", "C")
+BLOCK_TYPES = ("basic", "bottleneck", "preact", "preact-bottleneck")
+SHORTCUTS = ("A", "B", "C", "none")
 STEMS = ("cifar", "imagenet")
-EXPANSION = {"basic": 1, "bottleneck": 4}
+EXPANSION = {"basic": 1, "bottleneck": 4, "preact": 1, "preact-bottleneck": 4}
+BASE_WIDTH = 64  # torchvision's width_per_group of a plain bottleneck: its 3x3 conv is as wide as the stage
 
 # Limits that keep a config within what one machine can build and trace.
 MAX_STAGES = 8
@@ -33,6 +34,7 @@ MAX_IN_CHANNELS = 256
 MAX_CLASSES = 100_000
 MAX_INPUT_SIDE = 4096
 MAX_PARAMS = 1_000_000_000  # 4 GB of fp32 weights
+MAX_DROPOUT = 0.99
 MAX_CONFIG_BYTES = 1 << 20  # a config file, or a config's JSON text (one is a few hundred bytes)
 
 
@@ -43,11 +45,12 @@ class BlockSpec(NamedTuple):
     index: int  # 0-based block number within the stage
     in_channels: int
     width: int  # channels of the 3x3 conv(s)
-    out_channels: int  # width * expansion
+    out_channels: int  # the stage's width * expansion
     stride: int  # only a stage's first block strides
-    shortcut: str  # "identity", "pad" (option A) or "projection" (1x1 conv + BN)
+    shortcut: str  # "identity", "pad" (option A), "projection" (1x1 conv, + BN after a post-activation block), "none"
     in_size: tuple[int, int]
     out_size: tuple[int, int]
+    groups: int = 1  # groups of the 3x3 conv (ResNeXt's cardinality)
 
     @property
     def name(self) -> str:
@@ -59,16 +62,22 @@ class ResNetConfig:
     """A residual network, stage by stage. The defaults are ResNet-20 for CIFAR-10."""
 
     name: str = "custom"  # a label for tables and files; not part of the architecture
-    block: str = "basic"  # "basic": two 3x3 convs; "bottleneck": 1x1, 3x3, 1x1 with 4x expansion
-    widths: tuple[int, ...] = (16, 32, 64)  # channels of each stage's 3x3 convs
+    # "basic": two 3x3 convs; "bottleneck": 1x1, 3x3, 1x1 with 4x expansion; "preact" and "preact-bottleneck": the
+    # same with BN -> ReLU before each conv and nothing after the addition (He et al. 2016b)
+    block: str = "basic"
+    widths: tuple[int, ...] = (16, 32, 64)  # each stage's width: its 3x3 convs' channels (a bottleneck's: see groups)
     blocks: tuple[int, ...] = (3, 3, 3)  # residual blocks per stage
     strides: tuple[int, ...] = (1, 2, 2)  # stride of each stage's first block
-    shortcut: str = "B"  # A: zero-pad identity, B: projection where the shape changes, C: always project
+    # A: zero-pad identity, B: projection where the shape changes, C: always project, none: no skip (a plain net)
+    shortcut: str = "B"
     stem: str = "cifar"  # cifar: 3x3 conv stride 1; imagenet: 7x7 conv stride 2 + 3x3 max-pool stride 2
     stem_width: int | None = None  # channels out of the stem; None means the first stage's width
     num_classes: int = 10
     in_channels: int = 3
     input_size: tuple[int, int] = (32, 32)  # height, width
+    groups: int = 1  # ResNeXt's cardinality: a bottleneck's 3x3 conv in this many groups
+    width_per_group: int = BASE_WIDTH  # a bottleneck's 3x3 conv has width × width_per_group / 64 × groups channels
+    dropout: float = 0.0  # dropout before each block's last conv (Wide ResNets); 0 for none
 
     def __post_init__(self) -> None:
         for field in ("widths", "blocks", "strides"):
@@ -77,6 +86,7 @@ class ResNetConfig:
         if isinstance(size, int) and not isinstance(size, bool):
             size = (size, size)
         object.__setattr__(self, "input_size", _int_tuple("input_size", size))
+        object.__setattr__(self, "dropout", _fraction("dropout", self.dropout))
         self._validate()
 
     # -- derived facts -------------------------------------------------------
@@ -84,6 +94,25 @@ class ResNetConfig:
     @property
     def expansion(self) -> int:
         return EXPANSION[self.block]
+
+    @property
+    def preact(self) -> bool:
+        """Pre-activation blocks: BN → ReLU before each conv, the network closed by BN → ReLU before pooling."""
+        return self.block.startswith("preact")
+
+    @property
+    def bottleneck(self) -> bool:
+        return self.block.endswith("bottleneck")
+
+    @property
+    def residual(self) -> bool:
+        """False for a plain network: the same layers without skips."""
+        return self.shortcut != "none"
+
+    def inner_width(self, width: int) -> int:
+        """Channels of a block's 3x3 conv for a stage of ``width``: torchvision's
+        ``int(width * width_per_group / 64) * groups`` in a bottleneck, the width itself in a basic block."""
+        return width * self.width_per_group // BASE_WIDTH * self.groups if self.bottleneck else width
 
     @property
     def stem_channels(self) -> int:
@@ -96,8 +125,21 @@ class ResNetConfig:
 
     @property
     def depth(self) -> int:
-        """Weighted layers on the main path, as in the name "ResNet-20"."""
-        return 2 + sum(self.blocks) * (2 if self.block == "basic" else 3)
+        """Weighted layers on the main path, as in the name "ResNet-20" (a Wide ResNet's name also counts its three
+        projections and leaves out the fc: WRN-28-10 has 26 here)."""
+        return 2 + sum(self.blocks) * (3 if self.bottleneck else 2)
+
+    @property
+    def family(self) -> str:
+        """What kind of residual network this is, in words: "ResNet", "plain network", "pre-activation ResNet",
+        "ResNeXt" or "Wide ResNet"."""
+        if not self.residual:
+            return "plain network"
+        if self.groups > 1:
+            return "ResNeXt"
+        if self.width_per_group > BASE_WIDTH or (self.preact and self.widths[0] > self.stem_channels):
+            return "Wide ResNet"
+        return "pre-activation ResNet" if self.preact else "ResNet"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -112,40 +154,60 @@ class ResNetConfig:
         for stage, (width, count, stage_stride) in enumerate(
             zip(self.widths, self.blocks, self.strides), start=1
         ):
-            out_channels = width * self.expansion
+            out_channels, inner = width * self.expansion, self.inner_width(width)
             for index in range(count):
                 stride = stage_stride if index == 0 else 1
                 out_size = tuple(_out(s, 1, stride, 0) for s in size)
-                reshapes = stride != 1 or channels != out_channels
-                if self.shortcut == "C" or (self.shortcut == "B" and reshapes):
-                    shortcut = "projection"
-                elif reshapes:
-                    shortcut = "pad"
-                else:
-                    shortcut = "identity"
-                yield BlockSpec(stage, index, channels, width, out_channels, stride, shortcut, size, out_size)
+                shortcut = self._shortcut_kind(stride != 1 or channels != out_channels)
+                yield BlockSpec(stage, index, channels, inner, out_channels, stride, shortcut, size, out_size,
+                                self.groups)
                 channels, size = out_channels, out_size
+
+    def _shortcut_kind(self, reshapes: bool) -> str:
+        if self.shortcut == "none":
+            return "none"
+        if self.shortcut == "C" or (self.shortcut == "B" and reshapes):
+            return "projection"
+        return "pad" if reshapes else "identity"
 
     def num_params(self) -> int:
         """The exact parameter count, from the config alone (no model is built)."""
         k = 3 if self.stem == "cifar" else 7
-        total = self.in_channels * self.stem_channels * k * k + 2 * self.stem_channels
+        total = self.in_channels * self.stem_channels * k * k + 2 * sum(self.norm_channels())
         for b in self.block_specs():
-            if self.block == "basic":
-                total += 9 * b.in_channels * b.width + 9 * b.width * b.width + 4 * b.width
+            if self.bottleneck:
+                total += b.in_channels * b.width + 9 * b.width * b.width // b.groups + b.width * b.out_channels
             else:
-                total += (b.in_channels * b.width + 9 * b.width * b.width + b.width * b.out_channels
-                          + 4 * b.width + 2 * b.out_channels)
+                total += 9 * b.in_channels * b.width + 9 * b.width * b.width
             if b.shortcut == "projection":
-                total += b.in_channels * b.out_channels + 2 * b.out_channels
+                total += b.in_channels * b.out_channels
         return total + self.out_features * self.num_classes + self.num_classes
+
+    def norm_channels(self) -> list[int]:
+        """The channels of every BatchNorm layer in order (each has a weight and a bias per channel)."""
+        norms = [self.stem_channels] if not self.preact or self.stem == "imagenet" else []
+        for b in self.block_specs():
+            if self.preact:
+                norms += [b.in_channels, b.width, b.width] if self.bottleneck else [b.in_channels, b.width]
+            else:
+                norms += [b.width, b.width, b.out_channels] if self.bottleneck else [b.width, b.width]
+                norms += [b.out_channels] if b.shortcut == "projection" else []
+        return norms + ([self.out_features] if self.preact else [])
+
+    def conv_count(self) -> int:
+        """Convolutions in the network: the stem's, each block's, and each projection's."""
+        per_block = 3 if self.bottleneck else 2
+        return 1 + sum(per_block + (b.shortcut == "projection") for b in self.block_specs())
 
     def describe(self) -> str:
         """One line, e.g. "resnet20: basic 16/32/64 x 3/3/3, shortcut B, 3x32x32 -> 10"."""
         widths = "/".join(map(str, self.widths))
         blocks = "/".join(map(str, self.blocks))
         c, h, w = self.input_shape
-        return (f"{self.name}: {self.block} {widths} × {blocks}, shortcut {self.shortcut}, "
+        extra = f", {self.groups}×{self.width_per_group}d" if (self.groups, self.width_per_group) != (1, 64) else ""
+        extra += f", dropout {self.dropout:g}" if self.dropout else ""
+        shortcut = "no shortcut (plain)" if self.shortcut == "none" else f"shortcut {self.shortcut}"
+        return (f"{self.name}: {self.block} {widths} × {blocks}{extra}, {shortcut}, "
                 f"{self.stem} stem, {c}×{h}×{w} → {self.num_classes}")
 
     # -- serialisation --------------------------------------------------------
@@ -167,6 +229,12 @@ class ResNetConfig:
                  "classes": str(self.num_classes), "input": f"{c}x{h}x{w}"}
         if self.stem_width is not None:
             query["stem_width"] = str(self.stem_width)
+        if self.groups != 1:
+            query["groups"] = str(self.groups)
+        if self.width_per_group != BASE_WIDTH:
+            query["width_per_group"] = str(self.width_per_group)
+        if self.dropout:
+            query["dropout"] = f"{self.dropout:g}"
         return query
 
     @classmethod
@@ -184,9 +252,12 @@ class ResNetConfig:
             if "classes" in query:
                 key = "classes"
                 fields["num_classes"] = int(query[key])
-            if "stem_width" in query:
-                key = "stem_width"
-                fields["stem_width"] = int(query[key])
+            for key in ("stem_width", "groups", "width_per_group"):
+                if key in query:
+                    fields[key] = int(query[key])
+            if "dropout" in query:
+                key = "dropout"
+                fields[key] = float(query[key])
             if "input" in query:
                 key = "input"
                 c, h, w = (int(v) for v in query[key].lower().split("x"))
@@ -195,6 +266,9 @@ class ResNetConfig:
             value = str(query[key])
             shown = value if len(value) <= 40 else f"{value[:40]}…"
             form = "3x32x32" if key == "input" else "16,32,64" if key in ("widths", "blocks", "strides") else "10"
+            if key == "dropout":
+                raise ConfigError(f"the link's dropout is malformed (dropout={shown}): it takes a number, as in "
+                                  "dropout=0.3") from None
             raise ConfigError(f"the link's {key} is malformed ({key}={shown}): it takes whole numbers, as in "
                               f"{key}={form}") from None
         return cls(**fields)
@@ -262,6 +336,7 @@ class ResNetConfig:
         for side in self.input_size:
             _in_range("input_size", side, 1, MAX_INPUT_SIDE, "input sides")
         self._check_sizes()
+        self._check_groups()
         if self.shortcut == "A":
             for b in self.block_specs():
                 if b.out_channels < b.in_channels:
@@ -275,6 +350,24 @@ class ResNetConfig:
                 f"this network would have {params:,} parameters, over the limit of {MAX_PARAMS:,} "
                 "— use fewer or narrower stages"
             )
+
+    def _check_groups(self) -> None:
+        _in_range("groups", _whole("groups", self.groups), 1, MAX_WIDTH, "groups")
+        _in_range("width_per_group", _whole("width_per_group", self.width_per_group), 1, MAX_WIDTH,
+                  "widths per group")
+        if not self.bottleneck:
+            if (self.groups, self.width_per_group) != (1, BASE_WIDTH):
+                raise ConfigError(f"groups and width per group shape a bottleneck's 3×3 conv — use block "
+                                  f"bottleneck or preact-bottleneck, or groups 1 and width per group {BASE_WIDTH} "
+                                  f"with a {self.block} block")
+            return
+        for stage, width in enumerate(self.widths, start=1):
+            inner = self.inner_width(width)
+            if inner < self.groups:
+                raise ConfigError(f"stage {stage}: width {width} × width per group {self.width_per_group} / "
+                                  f"{BASE_WIDTH} leaves less than one channel per group — use a width per group of "
+                                  f"at least {-(-BASE_WIDTH // width)} or a wider stage")
+            _in_range(f"stage {stage}: 3×3 conv width", inner, 1, MAX_WIDTH, "widths")
 
     def _check_sizes(self) -> None:
         """Refuse a stride that meets a feature map smaller than itself: nothing is left to downsample."""
@@ -348,6 +441,14 @@ def _whole(name: str, value: Any) -> int:
     return value
 
 
+def _fraction(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ConfigError(f"{name} must be a number from 0 to {MAX_DROPOUT}, got {_shown(value)}")
+    if not 0 <= value <= MAX_DROPOUT:
+        raise ConfigError(f"{name} {value:g} — it must be from 0 (none) to {MAX_DROPOUT}")
+    return float(value)
+
+
 def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ConfigError(f"{name} must be a list of whole numbers, got {_shown(value)}")
@@ -398,16 +499,27 @@ def _field_names() -> str:
 
 # -- presets --------------------------------------------------------------------
 
-def _cifar(name: str, depth: int) -> ResNetConfig:
+def _cifar(name: str, depth: int, **fields: Any) -> ResNetConfig:
     n = (depth - 2) // 6  # the paper's 6n+2 layers: three stages of n basic blocks
-    return ResNetConfig(name=name, blocks=(n, n, n))
+    return ResNetConfig(name=name, blocks=(n, n, n), **fields)
 
 
-def _imagenet(name: str, block: str, blocks: tuple[int, ...], cifar: bool = False) -> ResNetConfig:
+def _preact_bottleneck(name: str, depth: int) -> ResNetConfig:
+    n = (depth - 2) // 9  # 9n+2 layers: three stages of n bottlenecks (He et al. 2016b, ResNet-164)
+    return ResNetConfig(name=name, block="preact-bottleneck", blocks=(n, n, n))
+
+
+def _wide(depth: int, k: int) -> ResNetConfig:
+    n = (depth - 4) // 6  # WRN-d-k (Zagoruyko & Komodakis 2016): (d-4)/6 pre-activation blocks a stage, widths 16k...
+    return ResNetConfig(name=f"wrn-{depth}-{k}", block="preact", widths=(16 * k, 32 * k, 64 * k), blocks=(n, n, n),
+                        stem_width=16)
+
+
+def _imagenet(name: str, block: str, blocks: tuple[int, ...], cifar: bool = False, **fields: Any) -> ResNetConfig:
     return ResNetConfig(
         name=name, block=block, widths=(64, 128, 256, 512), blocks=blocks, strides=(1, 2, 2, 2),
         stem="cifar" if cifar else "imagenet", num_classes=10 if cifar else 1000,
-        input_size=(32, 32) if cifar else (224, 224),
+        input_size=(32, 32) if cifar else (224, 224), **fields,
     )
 
 
@@ -419,11 +531,26 @@ _IMAGENET_LAYOUTS = {
     "resnet152": ("bottleneck", (3, 8, 36, 3)),
 }
 
+# torchvision's ResNeXt and Wide ResNet-50/101: the ResNet-50/101 layouts with grouped or wider 3x3 convs
+_GROUPED = {
+    "resnext50_32x4d": ("resnet50", 32, 4),
+    "resnext101_32x8d": ("resnet101", 32, 8),
+    "resnext101_64x4d": ("resnet101", 64, 4),
+    "wide_resnet50_2": ("resnet50", 1, 128),
+    "wide_resnet101_2": ("resnet101", 1, 128),
+}
+
 PRESETS: dict[str, ResNetConfig] = {
     **{f"resnet{d}": _cifar(f"resnet{d}", d) for d in (20, 32, 44, 56, 110, 1202)},
     **{name: _imagenet(name, *layout) for name, layout in _IMAGENET_LAYOUTS.items()},
     **{f"cifar-{name}": _imagenet(f"cifar-{name}", *_IMAGENET_LAYOUTS[name], cifar=True)
        for name in ("resnet18", "resnet34", "resnet50")},
+    **{f"plain{d}": _cifar(f"plain{d}", d, shortcut="none") for d in (20, 32, 44, 56, 110)},
+    **{f"preresnet{d}": _cifar(f"preresnet{d}", d, block="preact") for d in (20, 56, 110)},
+    "preresnet164": _preact_bottleneck("preresnet164", 164),
+    **{f"wrn-{d}-{k}": _wide(d, k) for d, k in ((16, 8), (28, 10), (40, 4))},
+    **{name: _imagenet(name, *_IMAGENET_LAYOUTS[base], groups=groups, width_per_group=per_group)
+       for name, (base, groups, per_group) in _GROUPED.items()},
 }
 
 

@@ -9,10 +9,13 @@ from resnet_viz import PRESETS, ConfigError, ResNetConfig, build_model, preset
 CIFAR = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"]
 IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 CIFAR_VARIANTS = ["cifar-resnet18", "cifar-resnet34", "cifar-resnet50"]
+FAMILY = ["plain20", "plain32", "plain44", "plain56", "plain110", "preresnet20", "preresnet56", "preresnet110",
+          "preresnet164", "wrn-16-8", "wrn-28-10", "wrn-40-4", "resnext50_32x4d", "resnext101_32x8d",
+          "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]
 
 
 def test_preset_names_are_exactly_the_documented_ones():
-    assert list(PRESETS) == CIFAR + IMAGENET + CIFAR_VARIANTS
+    assert list(PRESETS) == CIFAR + IMAGENET + CIFAR_VARIANTS + FAMILY
 
 
 @pytest.mark.parametrize("name", CIFAR)
@@ -52,7 +55,7 @@ def test_input_size_accepts_one_side_and_lists_become_tuples():
     assert hash(cfg) == hash(ResNetConfig(widths=(8, 16), blocks=(1, 1), strides=(1, 2), input_size=(64, 64)))
 
 
-@pytest.mark.parametrize("shortcut", ["A", "B", "C"])
+@pytest.mark.parametrize("shortcut", ["A", "B", "C", "none"])
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_parameter_formula_matches_the_built_model(name, shortcut):
     cfg = preset(name, shortcut=shortcut)
@@ -67,8 +70,8 @@ def test_parameter_formula_matches_the_built_model(name, shortcut):
         ({"widths": (16, 32, -4)}, "stage 3: width -4 — widths must be 1 or more"),
         ({"blocks": (3, 0, 3)}, "stage 2: blocks 0 — block counts must be 1 or more"),
         ({"blocks": (3, 3)}, "one value per stage, got 3, 2 and 3 values"),
-        ({"shortcut": "D"}, "shortcut 'D' is not one of A, B, C"),
-        ({"block": "wide"}, "block 'wide' is not one of basic, bottleneck"),
+        ({"shortcut": "D"}, "shortcut 'D' is not one of A, B, C, none"),
+        ({"block": "wide"}, "block 'wide' is not one of basic, bottleneck, preact, preact-bottleneck"),
         ({"widths": (16, 32.5, 64)}, "whole number"),
         ({"widths": "16,32,64"}, "widths must be a list of whole numbers"),
         ({"num_classes": 0}, "num_classes 0 — the number of classes must be 1 or more"),

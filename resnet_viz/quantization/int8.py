@@ -42,9 +42,15 @@ MAX_BATCH = 1 << 16  # the largest batch an exported program accepts
 
 def conv_bn_pairs(model: nn.Module) -> Iterator[tuple[nn.Module, str, str]]:
     """(parent, conv name, BN name) for each Conv2d followed by its BatchNorm2d: convN/bnN in the stem and the
-    blocks, and adjacent Conv2d, BatchNorm2d in a Sequential (the projection shortcut's downsample.0/1)."""
+    blocks, and adjacent Conv2d, BatchNorm2d in a Sequential (the projection shortcut's downsample.0/1). A block
+    that names its pairs (``conv_norm_pairs``: a pre-activation block, whose bn1 comes before conv1) is taken
+    at its word."""
     for parent in model.modules():
         children = dict(parent.named_children())
+        named = getattr(parent, "conv_norm_pairs", None)
+        if named is not None:
+            yield from ((parent, conv, bn) for conv, bn in named)
+            continue
         if isinstance(parent, nn.Sequential):
             names = list(children)
             for conv, bn in zip(names, names[1:]):

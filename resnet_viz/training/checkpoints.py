@@ -142,13 +142,8 @@ def checkpoint_size_estimate(config: ResNetConfig) -> int:
     """About the bytes of one checkpoint that a run of ``config`` saves, a little over: the float32 weights, SGD's
     momentum (one more copy of them), BatchNorm's running statistics and counters, torch.save's framing of each
     tensor, and the JSON records. From the config alone: no model is built."""
-    norms = [config.stem_channels]  # the channels of every BatchNorm layer
-    convs = 1
-    for b in config.block_specs():
-        main = [b.width, b.width] if config.block == "basic" else [b.width, b.width, b.out_channels]
-        projection = [b.out_channels] if b.shortcut == "projection" else []
-        norms += main + projection
-        convs += len(main) + len(projection)
+    norms = config.norm_channels()  # the channels of every BatchNorm layer
+    convs = config.conv_count()
     parameters = convs + 2 * len(norms) + 2  # conv weights, BN weights and biases, the fc's weight and bias
     buffers = 8 * sum(norms) + 8 * len(norms)  # running mean and variance (float32), num_batches_tracked (int64)
     tensors = 2 * parameters + 3 * len(norms)  # each parameter and its momentum; three buffers per BN

@@ -191,7 +191,7 @@ def training_curves(points: Sequence[dict[str, float]], epochs: Sequence[dict[st
 BLOCK_METRICS = {
     "residual_ratio": "‖residual branch‖ / ‖skip‖",
     "grad_norm": "gradient norm of the block's parameters",
-    "dead_relu": "share of output channels that never fire",
+    "dead_relu": "share of the last ReLU's channels that never fire",
 }
 
 
@@ -204,7 +204,7 @@ def block_activity_chart(inspections: Sequence[dict], metric: str) -> go.Figure:
         for name in names:
             stage = name.split(".")[0]
             fig.add_trace(go.Scatter(
-                x=steps, y=[look["blocks"][name][metric] for look in inspections], name=name, mode="lines+markers",
+                x=steps, y=[look["blocks"][name].get(metric) for look in inspections], name=name, mode="lines+markers",
                 line={"color": stage_colour(stage), "width": 1}, marker={"size": 4},
                 hovertemplate=f"{name}<br>step %{{x:,}}<br>{metric}: %{{y:.3g}}<extra></extra>"))
     _layout(fig, f"Inside the blocks: {BLOCK_METRICS[metric]}", "step", BLOCK_METRICS[metric])
