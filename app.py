@@ -18,7 +18,13 @@ from resnet_viz.formatting import plain
 
 DEFAULT_PRESET = "resnet20"
 SHORTCUT_HELP = ("A: identity, and where the shape changes a parameter-free zero-pad subsample (the paper's "
-                 "CIFAR choice) · B: 1×1 conv + BN projection where the shape changes · C: projection on every block")
+                 "CIFAR choice) · B: 1×1 conv + BN projection where the shape changes (no BN in a pre-activation "
+                 "block) · C: projection on every block · none: no skip at all, a plain network")
+BLOCK_HELP = ("basic: two 3×3 convs · bottleneck: 1×1, 3×3, 1×1 with 4× expansion · preact, preact-bottleneck: "
+              "the same with BN → ReLU before each conv and nothing after the addition (He et al. 2016b)")
+GROUPS_HELP = ("ResNeXt: a bottleneck's 3×3 conv has width × width per group / 64 × groups channels in that many "
+               "groups (torchvision's rule). Groups 1 and width per group 64 is a plain bottleneck; 1 and 128 a "
+               "Wide ResNet-50-2")
 STEM_HELP = "cifar: 3×3 conv, stride 1 · imagenet: 7×7 conv stride 2, then 3×3 max-pool stride 2"
 
 # a local icon: a Material icon would be fetched from the internet for the browser tab
@@ -36,6 +42,7 @@ def load(config: ResNetConfig) -> None:
     state.classes, state.channels = config.num_classes, config.in_channels
     state.height, state.width = config.input_size
     state.stem_width = config.stem_width
+    state.groups, state.width_per_group, state.dropout = config.groups, config.width_per_group, config.dropout
     state.stages = pd.DataFrame({"width": config.widths, "blocks": config.blocks, "stride": config.strides})
     state.editor = state.get("editor", 0) + 1  # a new key gives the stage editor a fresh start
     state.config, state.config_error, state.link_error = config, None, None
@@ -70,8 +77,17 @@ def config_from_widgets(stages: pd.DataFrame) -> ResNetConfig:
         name=state.get("name", state.preset), block=state.block, widths=columns["width"], blocks=columns["blocks"],
         strides=columns["stride"], shortcut=state.shortcut, stem=state.stem, stem_width=state.stem_width,
         num_classes=int(state.classes), in_channels=int(state.channels),
-        input_size=(int(state.height), int(state.width)),
+        input_size=(int(state.height), int(state.width)), dropout=float(state.dropout),
+        **grouping(),
     ))
+
+
+def grouping() -> dict[str, int]:
+    """Groups and width per group where the block has a 3×3 conv to group (a bottleneck); their fields are off
+    otherwise and keep their values for a return to a bottleneck."""
+    if not state.block.endswith("bottleneck"):
+        return {}
+    return {"groups": int(state.groups), "width_per_group": int(state.width_per_group)}
 
 
 def password() -> str | None:
@@ -119,15 +135,22 @@ pages = st.navigation([
 
 with st.sidebar:
     st.selectbox("Preset", list(PRESETS), key="preset", on_change=load_preset)
-    st.caption("Stages: width (channels of the 3×3 convs), residual blocks, stride of the first block")
+    st.caption("Stages: width (channels of the 3×3 convs; a bottleneck's output is 4×), blocks, stride of the "
+               "first block")
     edited = st.data_editor(
         state.stages, key=f"stages{state.editor}", num_rows="dynamic", hide_index=True, width="stretch",
         column_config={name: st.column_config.NumberColumn(name, step=1, format="%d", width="small")
                        for name in ("width", "blocks", "stride")},
     )
-    st.radio("Block", BLOCK_TYPES, key="block", horizontal=True,
-             help="basic: two 3×3 convs · bottleneck: 1×1, 3×3, 1×1 with 4× expansion")
+    st.radio("Block", BLOCK_TYPES, key="block", horizontal=True, help=BLOCK_HELP)
     st.radio("Shortcut", SHORTCUTS, key="shortcut", horizontal=True, help=SHORTCUT_HELP)
+    g, per_group, drop = st.columns(3)
+    bottleneck = state.block.endswith("bottleneck")
+    g.number_input("Groups", min_value=1, step=1, key="groups", disabled=not bottleneck, help=GROUPS_HELP)
+    per_group.number_input("Width/group", min_value=1, step=1, key="width_per_group", disabled=not bottleneck,
+                           help=GROUPS_HELP)
+    drop.number_input("Dropout", min_value=0.0, max_value=0.99, step=0.05, key="dropout", format="%.2f",
+                      help="Dropout before each block's last conv, as Wide ResNets may use; 0 for none")
     st.radio("Stem", STEMS, key="stem", horizontal=True, help=STEM_HELP)
     st.number_input("Classes", min_value=1, step=1, key="classes")
     c, h, w = st.columns(3)

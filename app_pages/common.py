@@ -108,6 +108,11 @@ def depth_series(shortcut: str) -> pd.DataFrame:
     return compare.depth_study(shortcut)
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def plain_series(shortcut: str) -> pd.DataFrame:
+    return compare.plain_depth_study(shortcut)
+
+
 def diagram_source(config: ResNetConfig, level: str, direction: str = "TB", fold: bool = True) -> str:
     return _cached("diagram", config, level, direction, fold,
                    make=lambda: block_diagram(traced(config), level, direction, fold).source)

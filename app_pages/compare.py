@@ -1,10 +1,11 @@
-"""Compare: configs side by side, or the built-in studies: the CIFAR depth series and shortcuts A/B/C."""
+"""Compare: configs side by side, or the built-in studies: the CIFAR depth series, shortcuts A/B/C, and residual
+networks against plain ones."""
 
 import dataclasses
 
 import streamlit as st
 
-from app_pages.common import comparison, config, depth_series, downloads
+from app_pages.common import comparison, config, depth_series, downloads, plain_series
 from resnet_viz import PRESETS, ConfigError, preset
 from resnet_viz.views import compare, export
 
@@ -19,8 +20,8 @@ NUMBERS = {
 
 cfg = config()
 st.title("Compare")
-study = st.segmented_control("Study", ["Pick networks", "Depth series (CIFAR)", "Shortcuts A, B, C"],
-                             default="Pick networks", key="study")
+study = st.segmented_control("Study", ["Pick networks", "Depth series (CIFAR)", "Shortcuts A, B, C",
+                                      "Residual vs plain"], default="Pick networks", key="study")
 
 if study == "Depth series (CIFAR)":
     shortcut = st.radio("Shortcut", ["A", "B", "C"], horizontal=True, key="depth_shortcut",
@@ -42,6 +43,21 @@ elif study == "Shortcuts A, B, C":
         st.stop()
     title = f"shortcut options on {cfg.name}"
     st.caption("The current network with each shortcut option; deltas against A.")
+elif study == "Residual vs plain":
+    result, figures = comparison(compare.residual_pair(cfg))
+    title = f"{result.totals['name'].iloc[0]} with and without skips"
+    st.caption("The same network with and without its skip connections; deltas against the residual one. The "
+               "ResNet paper (He et al. 2016, Fig. 6) found that the plain networks train worse as they get "
+               "deeper while the residual ones improve: train both on the Train page to see it.")
+    shortcut = st.radio("Residual networks with shortcut", ["A", "B", "C"], horizontal=True, key="plain_shortcut",
+                        help="A adds no weights, so the two columns differ only by the skips' additions")
+    st.subheader("The CIFAR depth series without skips")
+    st.dataframe(plain_series(shortcut), hide_index=True, width="stretch", column_config={
+        column: st.column_config.NumberColumn(column.replace("_", " ").replace("macs", "MACs"), format="localized")
+        for column in ("params", "residual_params", "macs", "residual_macs", "all_ops", "residual_all_ops",
+                       "skip_additions")})
+    st.caption("Per 3×32×32 image. All ops count every multiply, add, BN, ReLU and pooling operation (see the "
+               "README); skip additions are the elements the skips add, one per element of each block's output.")
 else:
     include = st.toggle("Include the current network", value=True, key="include_current")
     names = st.multiselect("Presets", list(PRESETS), default=["resnet56", "resnet110"], key="compare_presets")

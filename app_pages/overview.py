@@ -7,7 +7,8 @@ from resnet_viz.formatting import human, human_bytes
 
 cfg, t = config(), current_trace()
 totals = t.totals
-st.title(f"{cfg.name} · ResNet-{cfg.depth}")
+kind = f"ResNet-{cfg.depth}" if cfg.family == "ResNet" else f"{cfg.family}, {cfg.depth} layers"
+st.title(f"{cfg.name} · {kind}")
 st.caption(cfg.describe())
 
 columns = st.columns(5)

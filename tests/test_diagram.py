@@ -61,7 +61,7 @@ def test_imagenet_stem_in_the_studys_words():
     assert layer_label(t["avgpool"]) == "avg pool 7×7"
     assert layer_label(t["fc"]) == "fc 2048→1000"
     stage = block_diagram(t, "stage").source
-    assert "stage 1 (layer1)\\n3 × bottleneck, 256 ch" in stage
+    assert "stage 1 (layer1)\\n3 × bottleneck block, 256 ch" in stage
 
 
 @pytest.mark.parametrize(("shortcut", "skips"), [

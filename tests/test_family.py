@@ -254,3 +254,92 @@ def test_family_names():
     assert [preset(n).family for n in ("resnet20", "plain20", "preresnet56", "wrn-28-10", "resnext50_32x4d",
                                        "wide_resnet50_2")] == [
         "ResNet", "plain network", "pre-activation ResNet", "Wide ResNet", "ResNeXt", "Wide ResNet"]
+
+
+# -- everything downstream: diagrams, the walk-through, the studies, the command line ----------------------
+
+def _edges(dot: str) -> list[str]:
+    return [line.strip() for line in dot.splitlines() if "->" in line]
+
+
+def test_a_plain_block_diagram_has_no_skip_and_no_addition():
+    from resnet_viz.views.diagram import SKIP_COLOUR, block_diagram
+
+    t = trace(preset("plain20"))
+    for level in ("block", "layer"):
+        dot = block_diagram(t, level).source
+        assert 'label="+"' not in dot and SKIP_COLOUR not in dot and "skip connection" not in dot
+    assert "layer1.0 – layer1.2  ×3" in block_diagram(t, "block").source  # plain blocks still fold
+    assert "3 × plain basic block, 32 ch, /2" in block_diagram(t, "stage").source
+
+
+def test_a_preactivation_block_diagram_puts_bn_relu_before_each_conv_and_the_addition_last():
+    from resnet_viz.views.diagram import SKIP_COLOUR, block_diagram
+
+    dot = block_diagram(trace(preset("preresnet20")), "block").source
+    edges = _edges(dot)
+    chain = ["bn1", "relu", "conv1", "bn2", "relu#2", "conv2", "add"]
+    for a, b in zip(chain, chain[1:]):
+        assert any(e.startswith(f'"layer2.0.{a}" -> "layer2.0.{b}"') for e in edges), (a, b)
+    skip = next(e for e in edges if e.startswith('"layer2.0.relu" -> "layer2.0.add"'))
+    assert 'label="1×1 conv, 32, /2"' in skip and SKIP_COLOUR in skip  # the projection of the pre-activated input
+    assert any(e.startswith('"layer2.0.add" -> "layer2.1.bn1"') for e in edges)  # nothing after the addition
+    assert "3 × pre-activation block, 64 ch, /2" in block_diagram(trace(preset("preresnet20")), "stage").source
+
+
+def test_grouped_convs_are_labelled_with_their_groups():
+    from resnet_viz.views.diagram import block_diagram
+    from resnet_viz.views.structure import layer_label
+
+    t = trace(preset("resnext50_32x4d"))
+    assert layer_label(t["layer1.0.conv2"]) == "conv 3×3, 128, g=32"
+    assert layer_label(t["layer2.0.conv2"]) == "conv 3×3, 256, g=32, /2"
+    assert layer_label(t["layer1.0.conv1"]) == "conv 1×1, 128"
+    assert 'label="conv 3×3, 128, g=32"' in block_diagram(t, "block").source
+    assert layer_label(trace(preset("wide_resnet50_2"))["layer1.0.conv2"]) == "conv 3×3, 128"
+
+
+def test_the_walkthrough_speaks_of_each_block_kind():
+    from resnet_viz.views.walkthrough import walkthrough
+
+    plain = {s.title: s.text for s in walkthrough(trace(preset("plain20")))}
+    assert "3 plain basic blocks: conv 3×3, 16 → BN → ReLU → conv 3×3, 16 → BN → ReLU, with no skip" in plain[
+        "Stage 1 (layer1)"]
+    assert "skip" not in plain["Stage 2 (layer2)"].split("with no skip")[1]
+    pre = {s.title: s.text for s in walkthrough(trace(preset("preresnet20")))}
+    assert pre["Stage 2 (layer2)"].startswith("3 pre-activation blocks: BN → ReLU → conv 3×3, 32 → BN → ReLU → "
+                                              "conv 3×3, 32, then the skip is added, with no ReLU after the addition")
+    assert "a point-wise projection (1×1 conv, 32, /2)" in pre["Stage 2 (layer2)"]
+    assert pre["Pooling and fully-connected layer"].startswith("BN → ReLU normalise and activate")
+    assert pre["Initial convolution (stem)"] == "conv 3×3 with 16 output channels, stride 1, pad 1."
+
+
+def test_residual_vs_plain_study():
+    from resnet_viz.views import compare
+
+    result = compare.residual_vs_plain("resnet56")
+    assert list(result.totals["name"]) == ["resnet56", "plain56"]
+    assert result.totals["params_delta"].iloc[1] == preset("plain56").num_params() - preset("resnet56").num_params()
+    assert compare.residual_pair(preset("plain20"))[0] == preset("resnet20", shortcut="A")
+    series = compare.plain_depth_study("A")
+    assert list(series["plain"]) == list(compare.PLAIN_DEPTHS)
+    assert (series["params"] == series["residual_params"]).all() and (series["macs"] == series["residual_macs"]).all()
+    # the skips add one addition per element of each block's output: 9 blocks of plain20
+    per_block = [32 * 32 * 16] * 3 + [16 * 16 * 32] * 3 + [8 * 8 * 64] * 3
+    assert series["skip_additions"].iloc[0] == sum(per_block)
+
+
+def test_the_command_line_takes_the_family(tmp_path, capsys):
+    from resnet_viz.cli import main
+
+    assert main(["presets"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("plain110", "preresnet164", "wrn-28-10", "resnext101_64x4d"))
+    assert main(["summary", "wrn-16-8", "--dropout", "0.3"]) == 0
+    assert "dropout 0.3" in capsys.readouterr().out
+    out = tmp_path / "residual.csv"
+    assert main(["export", "--what", "compare", "--study", "residual", "-o", str(out)]) == 0
+    assert out.read_text().splitlines()[1].startswith("plain20,resnet20,20,269722,269722,")
+    assert main(["export", "resnext50_32x4d", "--what", "diagram", "--level", "stage",
+                 "-o", str(tmp_path / "r.dot")]) == 0
+    assert "bottleneck block" in (tmp_path / "r.dot").read_text()

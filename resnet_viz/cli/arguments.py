@@ -36,16 +36,18 @@ def load_arch(arch: str) -> ResNetConfig:
     raise ConfigError(f"unknown preset {arch!r} — choose one of {', '.join(PRESETS)}, or give a config JSON file")
 
 
-SHORTCUT_HELP = "A: zero-pad identity, B: project where the shape changes, C: project every block"
+SHORTCUT_HELP = ("A: zero-pad identity, B: project where the shape changes, C: project every block, none: no skips "
+                 "(a plain network)")
 
 
 def add_arch_overrides(p: argparse.ArgumentParser, shortcut_help: str = SHORTCUT_HELP,
                        classes_help: str = "number of output classes",
                        input_help: str = "input channels, height and width") -> None:
-    """--shortcut, --classes and --input: changes to the network ARCH names."""
+    """--shortcut, --classes, --input and --dropout: changes to the network ARCH names."""
     p.add_argument("--shortcut", choices=SHORTCUTS, help=shortcut_help)
     p.add_argument("--classes", type=int, help=classes_help)
     p.add_argument("--input", metavar="CxHxW", help=input_help)
+    p.add_argument("--dropout", type=float, metavar="P", help="dropout before each block's last conv (0 to 0.99)")
 
 
 def config_from_args(args: argparse.Namespace, arch: str | None = None) -> ResNetConfig:
@@ -58,6 +60,8 @@ def config_from_args(args: argparse.Namespace, arch: str | None = None) -> ResNe
     if args.input:
         c, h, w = parse_input_size(args.input)
         overrides.update(in_channels=c, input_size=(h, w))
+    if getattr(args, "dropout", None) is not None:
+        overrides["dropout"] = args.dropout
     return dataclasses.replace(config, **overrides) if overrides else config
 
 

@@ -43,8 +43,9 @@ def register(sub) -> None:
     p.add_argument("--no-fold", action="store_true", help="draw every block, even identical ones")
     p.add_argument("--depth", type=int, help="table rows down to this depth; torchview nesting depth (default 3)")
     p.add_argument("--chart", help="the chart for a png/svg/pdf file (html holds them all)")
-    p.add_argument("--study", choices=("depth", "shortcuts"), default="depth",
-                   help="compare: the CIFAR depth series (default) or shortcuts A/B/C for ARCH")
+    p.add_argument("--study", choices=("depth", "shortcuts", "residual"), default="depth",
+                   help="compare: the CIFAR depth series (default), shortcuts A/B/C for ARCH, or residual: ARCH "
+                        "with and without its skips (without ARCH, the plain CIFAR series against the residual one)")
     p.add_argument("--vs", nargs="+", metavar="ARCH", help="compare: ARCH against these")
     add_arch_overrides(p, shortcut_help="shortcut option (the depth study defaults to A)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
@@ -119,6 +120,12 @@ def _compare_bytes(args: argparse.Namespace) -> bytes:
     elif args.study == "shortcuts":
         result = compare.shortcut_study(args.arch or "resnet20")
         title = f"shortcut options A, B and C on {args.arch or 'resnet20'}"
+    elif args.study == "residual" and (args.arch or fmt == "html"):
+        result = compare.residual_vs_plain(config_from_args(args) if args.arch else "resnet20")
+        title = f"{result.totals['name'].iloc[0]} with and without skips"
+    elif args.study == "residual":
+        frame = compare.plain_depth_study(args.shortcut or "A")
+        return export.frame_bytes(frame, fmt, "plain CIFAR networks against residual ones of the same depth")
     elif fmt == "html":
         configs = [preset(name, shortcut=args.shortcut or "A") for name in compare.CIFAR_DEPTHS]
         result, title = compare.compare(configs), "CIFAR depth series"

@@ -29,6 +29,9 @@ def arch_arguments(config: ResNetConfig) -> tuple[list[str], bool]:
         if (config.in_channels, config.input_size) != (base.in_channels, base.input_size):
             flags += ["--input", "x".join(str(v) for v in config.input_shape)]
             changes.update(in_channels=config.in_channels, input_size=config.input_size)
+        if config.dropout != base.dropout:
+            flags += ["--dropout", f"{config.dropout:g}"]
+            changes["dropout"] = config.dropout
         if dataclasses.replace(base, **changes) == config:
             return [config.name, *flags], False
     return [f"{config.name}.json"], True

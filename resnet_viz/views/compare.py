@@ -1,5 +1,6 @@
 """Several configs side by side: totals and per-part counts with deltas against the first config,
-the CIFAR depth series next to the ResNet paper's published sizes, and the three shortcut options.
+the CIFAR depth series next to the ResNet paper's published sizes, the three shortcut options, and
+residual networks against the plain networks they become without their skips.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..errors import ConfigError
 from ..tracing import Trace, trace
 
 CIFAR_DEPTHS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
+PLAIN_DEPTHS = ("plain20", "plain32", "plain44", "plain56", "plain110")
 
 # Published parameter counts in millions: He et al., "Deep Residual Learning for Image Recognition"
 # (CVPR 2016), Table 6 (CIFAR-10), which used shortcut option A.
@@ -89,6 +91,53 @@ def shortcut_study(network: str | ResNetConfig = "resnet20") -> Comparison:
     project)."""
     base = preset(network) if isinstance(network, str) else network
     return compare([dataclasses.replace(base, shortcut=shortcut) for shortcut in ("A", "B", "C")])
+
+
+def plain_twin(config: ResNetConfig) -> ResNetConfig:
+    """The same network without its skips: "resnet56" becomes "plain56", any other name gains " (plain)"."""
+    name = config.name
+    name = f"plain{name.removeprefix('resnet')}" if name.startswith("resnet") else f"{name} (plain)"
+    return dataclasses.replace(config, shortcut="none", name=name)
+
+
+def residual_twin(config: ResNetConfig) -> ResNetConfig:
+    """A plain network with skips: shortcut A where it can pad (no weights added), else B; "plain56" becomes
+    "resnet56"."""
+    name = config.name
+    name = f"resnet{name.removeprefix('plain')}" if name.startswith("plain") else f"{name} (residual)"
+    try:
+        return dataclasses.replace(config, shortcut="A", name=name)
+    except ConfigError:  # a stage that narrows: zero-padding cannot match it
+        return dataclasses.replace(config, shortcut="B", name=name)
+
+
+def residual_vs_plain(network: str | ResNetConfig = "resnet20") -> Comparison:
+    """A network with and without its skips (He et al. 2016, Fig. 6), the residual one first: the same layers;
+    the skips add their projections' weights, if any, and one addition per element of each block's output. A
+    plain network is compared with its residual twin (``residual_twin``)."""
+    return compare(residual_pair(preset(network) if isinstance(network, str) else network))
+
+
+def residual_pair(config: ResNetConfig) -> tuple[ResNetConfig, ResNetConfig]:
+    """(the network with skips, the network without), from either."""
+    base = config if config.residual else residual_twin(config)
+    return base, plain_twin(base)
+
+
+def plain_depth_study(shortcut: str = "A") -> pd.DataFrame:
+    """The plain CIFAR networks (20 to 110 layers) next to the residual ones of the same depth with ``shortcut``:
+    parameters, MACs and all ops per 3×32×32 image. With A they have the same weights and MACs; the skips cost
+    only their additions."""
+    rows = []
+    for name in PLAIN_DEPTHS:
+        plain = preset(name)
+        residual = dataclasses.replace(plain, name=name.replace("plain", "resnet"), shortcut=shortcut)
+        p, r = trace(plain).totals, trace(residual).totals
+        rows.append({"plain": name, "residual": residual.name, "layers": plain.depth, "params": p.params,
+                     "residual_params": r.params, "macs": p.macs_per_image, "residual_macs": r.macs_per_image,
+                     "all_ops": p.all_ops, "residual_all_ops": r.all_ops, "skip_additions": r.all_ops - p.all_ops
+                     - 2 * (r.macs - p.macs)})
+    return pd.DataFrame(rows)
 
 
 def comparison_charts(comparison: Comparison) -> dict[str, go.Figure]:

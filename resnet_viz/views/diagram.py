@@ -4,7 +4,9 @@ Three levels of detail, all drawn from the data flow the tracer recorded:
 
 - ``stage``: input → stem → stage 1 (× n blocks) → ... → pool → fc, shapes on every edge;
 - ``block``: every residual block as a cluster (conv, BN, ReLU, ..., the addition and the
-  last ReLU) with its skip edge labelled by what it is; projections fold into that label;
+  last ReLU; BN → ReLU before each conv and the addition last in a pre-activation block) with
+  its skip edge labelled by what it is; projections fold into that label. A plain network's
+  blocks have no skip edge and no addition;
 - ``layer``: every module, the projections' convs and BNs included.
 
 Runs of identical blocks can fold into one cluster marked "×N", which keeps ResNet-110
@@ -34,6 +36,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "conv": ("#cfe2f3", "convolution"),
     "norm": ("#fff2cc", "batch norm"),
     "act": ("#fce5cd", "ReLU"),
+    "dropout": ("#f3f3f3", "dropout"),
     "pool": ("#e6d5ec", "pooling"),
     "fc": ("#f4cccc", "fully connected"),
     "add": ("#d9d9d9", "addition: the skip joins"),
@@ -43,7 +46,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "other": ("#eeeeee", "other"),
 }
 _TYPE_KIND = {
-    "Conv2d": "conv", "BatchNorm2d": "norm", "ReLU": "act", "relu": "act", "MaxPool2d": "pool",
+    "Conv2d": "conv", "BatchNorm2d": "norm", "ReLU": "act", "relu": "act", "Dropout": "dropout", "MaxPool2d": "pool",
     "AvgPool2d": "pool", "AdaptiveAvgPool2d": "pool", "Linear": "fc", "add": "add", "ZeroPadShortcut": "shortcut",
 }
 DOWNSAMPLE_COLOUR = "#c0392b"
@@ -109,7 +112,7 @@ def _node_attrs(label: str, kind: str, tooltip: str = "") -> dict[str, str]:
 
 
 def _legend(graph: graphviz.Digraph, title: str, kinds: Iterable[str], folded: bool, downsampling: bool,
-            narrow: bool = False) -> None:
+            narrow: bool = False, skips: bool = True) -> None:
     """Title and legend in the graph's own label: a node would take a rank and stretch every column."""
     entries = [(f'<td bgcolor="{KINDS[k][0]}" border="1" width="16"> </td>', KINDS[k][1])
                for k in KINDS if k in kinds and k != "io"]
@@ -117,7 +120,8 @@ def _legend(graph: graphviz.Digraph, title: str, kinds: Iterable[str], folded: b
         entries.append((f'<td border="2" color="{DOWNSAMPLE_COLOUR}" width="16"> </td>', "downsamples"))
     if folded:
         entries.append(("<td>×N</td>", "N identical blocks drawn once"))
-    entries.append((f'<td><font color="{SKIP_COLOUR}">- - ›</font></td>', "skip connection"))
+    if skips:
+        entries.append((f'<td><font color="{SKIP_COLOUR}">- - ›</font></td>', "skip connection"))
     per_row = 2 if narrow else 4
     rows = "".join(
         "<tr>" + "".join(f'{swatch}<td align="left"><font point-size="9">{html.escape(text)}</font></td>'
@@ -174,8 +178,7 @@ def _stage_diagram(trace: Trace, direction: str, title: str, legend: bool) -> gr
     for i, stage in enumerate((x for x in trace.layers if x.depth == 1 and trace.stage_of(x) == x.name), 1):
         members = [b for b in blocks.values() if b.layer.parent == stage.name]
         ins, out = stage.input_shapes[0], stage.output_shape
-        kind = {b.layer.type for b in members}
-        what = " / ".join(sorted(kind)).replace("BasicBlock", "basic block").replace("Bottleneck", "bottleneck")
+        what = " / ".join(sorted({b.kind for b in members}))
         stride = -(-ins[2] // out[2]) if len(ins) == 4 and len(out) == 4 else 1
         label = f"stage {i} ({stage.name})\n{len(members)} × {what}, {out[1]} ch" + (f", /{stride}" if stride > 1
                                                                                      else "")
@@ -197,7 +200,8 @@ def _stage_diagram(trace: Trace, direction: str, title: str, legend: bool) -> gr
     g.node("output", **_node_attrs(f"output\n{shape_text(root.output_shape)}", "io"))
     g.edge(previous, "output", label=shape_text(shape))
     if legend:
-        _legend(g, title, kinds, folded=False, downsampling=downsampling, narrow=direction == "TB")
+        _legend(g, title, kinds, folded=False, downsampling=downsampling, narrow=direction == "TB",
+                skips=any(b.has_skip for b in blocks.values()))
     return g
 
 
@@ -332,9 +336,10 @@ class _Detailed:
         g.edge(self.shown(last), "output", label=shape_text(output))
         if legend:
             blocks = self.blocks.values()
-            if self.level == "layer" and any(b.skip != "identity" for b in blocks):
+            if self.level == "layer" and any(b.skip not in ("identity", "none") for b in blocks):
                 self.kinds.add("shortcut")  # the shortcut clusters' fill
-            _legend(g, title, self.kinds, folded=bool(self.represent), downsampling=any(b.downsamples for b in blocks))
+            _legend(g, title, self.kinds, folded=bool(self.represent), downsampling=any(b.downsamples for b in blocks),
+                    skips=any(b.has_skip for b in blocks))
         return g
 
 def _skip_attrs(label: str) -> dict[str, str]:

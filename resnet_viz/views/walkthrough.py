@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..formatting import shape_text
 from ..tracing import Trace
-from .structure import layer_label, residual_blocks
+from .structure import ResidualBlock, layer_label, residual_blocks
 
 
 @dataclass(frozen=True)
@@ -35,25 +35,16 @@ def walkthrough(trace: Trace) -> list[Step]:
         members = [b for b in blocks.values() if b.layer.parent == stage.name]
         if not members:
             continue
-        first, last = members[0], members[-1]
-        kind = "basic block" if first.layer.type == "BasicBlock" else "bottleneck block"
-        path = [layer_label(x) for x in last.rows if x.leaf and x.name not in last.shortcut and x.type != "add"]
-        count = f"{len(members)} {kind}{'s' if len(members) > 1 else ''}"
-        text = [f"{count}: {' → '.join(path[:-1])}, plus the skip, then {path[-1]}."]
-        if first.downsamples:
-            strided = next((x for x in first.rows if x.type == "Conv2d" and x.stride != (1, 1)), None)
-            how = f"its {layer_label(strided)} strides" if strided else "it widens the channels"
-            text.append(f"The first block changes the shape {shape_text(first.layer.input_shapes[0])} → "
-                        f"{shape_text(first.layer.output_shape)} ({how}), so its skip is "
-                        f"{_skip_words(first.skip)} to match the shapes for the addition.")
-        if len(members) > 1 or not first.downsamples:
-            text.append("The other blocks keep the shape; their skip carries the input unchanged (identity)."
-                        if first.downsamples else "The skip carries each block's input unchanged (identity).")
-        steps.append(Step(f"Stage {number} ({stage.name})", " ".join(text),
+        text = _stage_words(members)
+        steps.append(Step(f"Stage {number} ({stage.name})", text,
                           shape_text(stage.input_shapes[0]), shape_text(stage.output_shape)))
     head = [x for x in leaves if trace.stage_of(x) == "head" and x.type != "flatten"]
     if head:
         words = []
+        types = [x.type for x in head]
+        if types[:2] == ["BatchNorm2d", "ReLU"]:  # a pre-activation network's closing BN → ReLU
+            words.append("BN → ReLU normalise and activate the last stage's sum, which no block activated")
+            head = head[2:]
         for x in head:
             if x.type == "AdaptiveAvgPool2d":
                 words.append(f"average pooling over the {x.input_shapes[0][2]}×{x.input_shapes[0][3]} map gives "
@@ -64,9 +55,38 @@ def walkthrough(trace: Trace) -> list[Step]:
             else:
                 words.append(layer_label(x))
         text = "; ".join(words)
+        first = [x for x in leaves if trace.stage_of(x) == "head"][0]
         steps.append(Step("Pooling and fully-connected layer", text[0].upper() + text[1:] + ".",
-                          shape_text(head[0].input_shapes[0]), shape_text(head[-1].output_shape)))
+                          shape_text(first.input_shapes[0]), shape_text(head[-1].output_shape)))
     return steps
+
+
+def _stage_words(members: list[ResidualBlock]) -> str:
+    """A stage's blocks in words: what each runs, where the skip joins (or that there is none), and what the first
+    block does to the shape."""
+    first, last = members[0], members[-1]
+    path = [layer_label(x) for x in last.rows if x.leaf and x.name not in last.shortcut and x.type != "add"]
+    count = f"{len(members)} {first.kind}{'s' if len(members) > 1 else ''}"
+    if not first.has_skip:
+        text = [f"{count}: {' → '.join(path)}, with no skip: each block's output is its main path alone."]
+    elif first.layer.type.startswith("PreAct"):
+        text = [f"{count}: {' → '.join(path)}, then the skip is added, with no ReLU after the addition "
+                "(pre-activation: BN and ReLU come before each conv)."]
+    else:
+        text = [f"{count}: {' → '.join(path[:-1])}, plus the skip, then {path[-1]}."]
+    if first.downsamples:
+        strided = next((x for x in first.rows if x.type == "Conv2d" and x.stride != (1, 1)), None)
+        how = f"its {layer_label(strided)} strides" if strided else "it widens the channels"
+        change = (f"The first block changes the shape {shape_text(first.layer.input_shapes[0])} → "
+                  f"{shape_text(first.layer.output_shape)} ({how})")
+        text.append(f"{change}, so its skip is {_skip_words(first.skip)} to match the shapes for the addition."
+                    if first.has_skip else f"{change}.")
+    if first.has_skip and (len(members) > 1 or not first.downsamples):
+        text.append("The other blocks keep the shape; their skip carries the input unchanged (identity)."
+                    if first.downsamples else "The skip carries each block's input unchanged (identity).")
+    elif len(members) > 1 and first.downsamples:
+        text.append("The other blocks keep the shape.")
+    return " ".join(text)
 
 
 def _conv_words(conv) -> str:
