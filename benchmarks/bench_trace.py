@@ -22,7 +22,7 @@ import torchinfo
 
 from benchmarks import machine
 from resnet_viz import build_model, preset, trace
-from resnet_viz.tracing.tracer import _meta_model
+from resnet_viz.tracing.tracer import _META_MODELS
 
 CASES = [  # (preset, batch, input side)
     ("resnet50", 1, 224),
@@ -31,6 +31,9 @@ CASES = [  # (preset, batch, input side)
     ("resnet152", 1, 224),
     ("resnet1202", 1, 32),
     ("resnet20", 1, 32),
+    ("wrn-28-10", 1, 32),
+    ("preresnet164", 1, 32),
+    ("resnext101_32x8d", 1, 224),
 ]
 
 
@@ -70,7 +73,7 @@ def measure(name: str, batch: int, side: int, repeat: int) -> dict:
     t_ours = best_of(lambda: trace(model, batch_size=batch), repeat)
 
     def cold():
-        _meta_model.cache_clear()
+        _META_MODELS.clear()
         trace(cfg, batch_size=batch)
 
     t_cold = best_of(cold, repeat)
