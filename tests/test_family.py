@@ -343,3 +343,18 @@ def test_the_command_line_takes_the_family(tmp_path, capsys):
     assert main(["export", "resnext50_32x4d", "--what", "diagram", "--level", "stage",
                  "-o", str(tmp_path / "r.dot")]) == 0
     assert "bottleneck block" in (tmp_path / "r.dot").read_text()
+
+
+@pytest.mark.parametrize("config", [preset("preresnet20"), preset("preresnet164", blocks=(2, 2, 2)),
+                                    preset("plain20")], ids=["preact", "preact-bottleneck", "plain"])
+def test_batch_norm_folding_for_int8_keeps_the_outputs(config):
+    from resnet_viz.quantization.int8 import fold_batch_norm, folded_batch_norms
+
+    model = _randomise(build_model(config))
+    pairs = folded_batch_norms(model)
+    if config.preact:  # a BN before its conv cannot fold into it: only those right after a conv do
+        assert ("layer1.0.conv1", "layer1.0.bn2") in pairs and not any(bn.endswith(".bn1") for _, bn in pairs)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected, folded = model(x), fold_batch_norm(model)(x)
+    assert torch.allclose(folded, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
