@@ -125,9 +125,12 @@ class ResNetConfig:
 
     @property
     def depth(self) -> int:
-        """Weighted layers on the main path, as in the name "ResNet-20" (a Wide ResNet's name also counts its three
-        projections and leaves out the fc: WRN-28-10 has 26 here)."""
-        return 2 + sum(self.blocks) * (3 if self.bottleneck else 2)
+        """Weighted layers on the main path, as in the name "ResNet-20"; a pre-activation Wide ResNet counts as
+        its paper names it, its projections in and its fc out (WRN-28-10: 28)."""
+        depth = 2 + sum(self.blocks) * (3 if self.bottleneck else 2)
+        if self.preact and self.family == "Wide ResNet":
+            depth += sum(b.shortcut == "projection" for b in self.block_specs()) - 1
+        return depth
 
     @property
     def family(self) -> str:

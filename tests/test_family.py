@@ -92,6 +92,7 @@ def test_wide_and_preactivation_parameter_counts_match_the_papers():
     assert pre.num_params() == trace(pre).totals.params == _preact_bottleneck_params(18)
     assert round(pre.num_params() / 1e6, 1) == 1.7  # the pre-activation paper's Table 2
     assert (pre.depth, preset("preresnet110").depth, wrn.blocks) == (164, 110, (4, 4, 4))
+    assert [preset(name).depth for name in ("wrn-16-8", "wrn-28-10", "wrn-40-4")] == [16, 28, 40]
 
 
 @pytest.mark.parametrize("name", GROUPED)
