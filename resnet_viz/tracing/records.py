@@ -45,6 +45,7 @@ class Layer:
     padding: Pair | None = None
     receptive_field: Pair | None = None  # input pixels that one output position sees
     jump: Pair | None = None  # cumulative stride: input pixels between neighbouring outputs
+    fallback: bool = False  # run on the meta device, in or as a module the probe could not follow (no receptive field)
 
     @property
     def flops(self) -> int:
