@@ -12,18 +12,19 @@ Any model whose real forward runs can be traced, with three fallbacks:
 
 - An op without a shape rule here (attention, ``einsum``, item assignment
   ``x[...] = y``, ``x ** 2``...) runs once on the ``meta`` device instead; its
-  FLOPs are counted with the formulas of ``torch.utils.flop_counter`` (those of
-  ``FlopCounterMode``, which also count the CPU kernel of
-  ``scaled_dot_product_attention``), and so are those of any op the forward runs
-  on the model's own tensors.
+  FLOPs are counted with the formulas of ``torch.utils.flop_counter``, as
+  ``FlopCounterMode`` counts them, and so are those of any op the forward runs
+  on the model's own tensors. (``FlopCounterMode`` on a CPU misses the fused
+  kernels of attention and of recurrent layers; the meta device runs their
+  unfused ops, which it counts.)
 - A module whose forward fails on the probe (an ``isinstance(x, torch.Tensor)``
   check, a library that needs a real tensor) runs again on meta tensors, with
   the modules it calls: their rows, shapes and FLOPs are exact and marked
   ``fallback``; their receptive field, and that of what follows, is unknown.
 - What needs the values of a tensor (``.item()``, an ``if`` on a tensor,
   ``nonzero``, a boolean mask) cannot be traced: ``trace`` raises a
-  ``TraceError`` that names the module. A ``torch._assert`` on values is
-  taken as passed, as in the real forward.
+  ``TraceError`` that names the module. (A ``torch._assert`` on values is
+  taken as passed, where the probe follows the forward.)
 
 Counting conventions (see the README): MACs are the multiply-accumulates of
 convolutions and matrix products (the ResNet paper's "FLOPs" column); FLOPs are
