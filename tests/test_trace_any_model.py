@@ -102,8 +102,8 @@ TORCHVISION = [  # name, input side, builder arguments: small inputs, for speed
 ]
 
 
-# Left out for time on a 2-core machine: each was traced and held to its real forward as above (at a side of 64,
-# vgg at 32, vit_h_14 at 56), but together they take minutes to build and run, and try nothing the ones above do not.
+# Left out of the default run for time on a 2-core machine (together they take minutes to build and run, and try
+# nothing the ones above do not): `pytest -m slow tests/test_trace_any_model.py` holds each to its real forward.
 LEFT_OUT = (
     "convnext_small", "convnext_base", "convnext_large", "densenet161", "densenet169", "densenet201",
     "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5", "efficientnet_b6",
@@ -122,7 +122,14 @@ def test_every_torchvision_classification_model_is_tested_or_left_out_on_purpose
     assert sorted(tested + list(LEFT_OUT)) == sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-@pytest.mark.parametrize(("name", "side", "kwargs"), TORCHVISION, ids=[c[0] for c in TORCHVISION])
+def _slow(name: str):
+    side = 32 if name.startswith("vgg") else 56 if name == "vit_h_14" else 64
+    return pytest.param(name, side, {"image_size": side} if name.startswith("vit") else {}, marks=pytest.mark.slow,
+                        id=name)
+
+
+@pytest.mark.parametrize(("name", "side", "kwargs"), TORCHVISION + [_slow(name) for name in LEFT_OUT],
+                         ids=[c[0] for c in TORCHVISION] + list(LEFT_OUT))
 def test_torchvision_model_against_its_real_forward(name, side, kwargs):
     torch.manual_seed(0)
     _check(torchvision.models.get_model(name, **kwargs), (3, side, side))
