@@ -104,12 +104,12 @@ def main() -> None:
     print(f"peak RSS growth while tracing resnet50 at batch 64: {rss_growth:.1f} MiB")
 
     results = []
-    header = f"{'case':<24}{'torchinfo':>11}{'meta+hooks':>12}{'ours':>10}{'ours cold':>11}{'vs torchinfo':>14}"
+    header = f"{'case':<28}{'torchinfo':>11}{'meta+hooks':>12}{'ours':>10}{'ours cold':>11}{'vs torchinfo':>14}"
     print(header)
     print("-" * len(header))
     for name, batch, side in CASES:
         row = measure(name, batch, side, args.repeat)
-        print(f"{row['case']:<24}{row['torchinfo_s']:>10.3f}s{row['meta_hooks_s']:>11.3f}s{row['ours_s']:>9.4f}s"
+        print(f"{row['case']:<28}{row['torchinfo_s']:>10.3f}s{row['meta_hooks_s']:>11.3f}s{row['ours_s']:>9.4f}s"
               f"{row['ours_cold_s']:>10.3f}s{row['speedup_vs_torchinfo']:>13.1f}×")
         results.append(row)
     if args.json:
