@@ -137,6 +137,9 @@ class PreActBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(spec.width, device=device)
         self.dropout = _dropout(dropout)
         self.conv2 = conv3x3(spec.width, spec.width, device=device)
+        self._skip_path(spec, device)
+
+    def _skip_path(self, spec: BlockSpec, device: Device) -> None:
         self.downsample = make_shortcut(spec, device, norm=False)
         self.skip = spec.shortcut != "none"
         self.project = spec.shortcut == "projection"
@@ -173,9 +176,7 @@ class PreActBottleneck(PreActBlock):
         self.bn3 = nn.BatchNorm2d(spec.width, device=device)
         self.dropout = _dropout(dropout)
         self.conv3 = conv1x1(spec.width, spec.out_channels, device=device)
-        self.downsample = make_shortcut(spec, device, norm=False)
-        self.skip = spec.shortcut != "none"
-        self.project = spec.shortcut == "projection"
+        self._skip_path(spec, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.relu(self.bn1(x))
