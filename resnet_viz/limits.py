@@ -30,6 +30,8 @@ class Limits:
     cache_bytes: int = 1 * GiB  # traces and diagrams kept in memory by the app
     disk_cache_bytes: int = 8 * GiB  # decoded datasets and extracted archives kept on disk
     upload_bytes: int = 200 * MiB  # one uploaded file in the app
+    image_bytes: int = 5 * MiB  # one image given to a trained network (an upload, a file on the command line)
+    image_pixels: int = 40_000_000  # its width × height, read from its header before decoding
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
@@ -61,5 +63,5 @@ def limits() -> Limits:
 
 def over(field: str, limit: float) -> str:
     """The end of a sentence about a bound that was passed: "the limit of 4.00 GiB (RESNET_VIZ_DECODED_BYTES)"."""
-    shown = human_bytes(limit) if field.endswith("bytes") else f"{limit:,g}"
+    shown = human_bytes(limit) if field.endswith("bytes") else f"{limit:,}" if isinstance(limit, int) else f"{limit:,g}"
     return f"the limit of {shown} ({env_name(field)})"
