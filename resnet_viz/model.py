@@ -192,6 +192,16 @@ BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck, "preact": PreActBlock, 
 BLOCK_CLASSES = tuple(BLOCKS.values())
 
 
+def branch_end(block: nn.Module) -> nn.Module:
+    """The last layer of a block's residual branch, whose output the skip is added to: its BN after a
+    post-activation block, its last conv in a pre-activation one."""
+    if isinstance(block, PreActBottleneck):
+        return block.conv3
+    if isinstance(block, PreActBlock):
+        return block.conv2
+    return block.bn3 if isinstance(block, Bottleneck) else block.bn2
+
+
 class ResNet(nn.Module):
     """stem -> layer1..layerN -> global average pool -> fc. ``self.config`` is the config it was built from.
 

@@ -8,22 +8,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..model import BLOCK_CLASSES, Bottleneck, PreActBlock, PreActBottleneck
+from ..model import BLOCK_CLASSES, PreActBlock, branch_end
 
 
 def residual_blocks(model: nn.Module) -> dict[str, nn.Module]:
     """The model's residual blocks (and a plain network's blocks) by module name ('layer1.0', ...)."""
     return {name: m for name, m in model.named_modules() if isinstance(m, BLOCK_CLASSES)}
-
-
-def _branch_end(block: nn.Module) -> nn.Module:
-    """The last layer of the residual branch, whose output the skip is added to: its BN after a post-activation
-    block, its last conv in a pre-activation one."""
-    if isinstance(block, PreActBottleneck):
-        return block.conv3
-    if isinstance(block, PreActBlock):
-        return block.conv2
-    return block.bn3 if isinstance(block, Bottleneck) else block.bn2
 
 
 class _BlockHooks:
@@ -36,7 +26,7 @@ class _BlockHooks:
 
     def attach(self) -> list:
         block = self.block
-        end = _branch_end(block)
+        end = branch_end(block)
         handles = [end.register_forward_hook(self.branch), block.register_forward_pre_hook(self.input)]
         if isinstance(block, PreActBlock):
             handles.append(end.register_forward_pre_hook(lambda module, inputs: self.fired(inputs[0])))
