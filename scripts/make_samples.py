@@ -3,7 +3,7 @@
     .venv/bin/python scripts/make_samples.py PATH/cifar10-jpeg-train.tar.gz
 
 From each class's validation part (its last 10%: files 4500-4999 of 5,000) every 50th image, 10 a class, is
-decoded to RGB and written losslessly as PNG into resnet_viz/sample_images/, with labels.json beside them.
+decoded to RGB and written losslessly as PNG into resnet_viz/samples/, with labels.json beside them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 PER_CLASS, IMAGES_PER_CLASS = 10, 5000
 FIRST_VALIDATION = IMAGES_PER_CLASS - IMAGES_PER_CLASS // 10  # the last 10% of each class
 STEP = (IMAGES_PER_CLASS - FIRST_VALIDATION) // PER_CLASS
-OUT = Path(__file__).resolve().parents[1] / "resnet_viz" / "sample_images"
+OUT = Path(__file__).resolve().parents[1] / "resnet_viz" / "samples"
 
 
 def chosen() -> dict[str, tuple[int, str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLES_DIR = Path(__file__).parent / "sample_images"
+SAMPLES_DIR = Path(__file__).parent  # the PNGs and labels.json lie beside this module
 INDEX = "labels.json"
 
 
