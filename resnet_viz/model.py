@@ -260,6 +260,22 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
+def hooked_forward(model: nn.Module, x: torch.Tensor, attach) -> None:
+    """One eval-mode forward of ``x`` without gradients, with the hooks ``attach(handles)`` registers (appending
+    each handle to ``handles``); afterwards the hooks are removed and the model's train/eval mode restored."""
+    handles: list = []
+    was_training = model.training
+    try:
+        attach(handles)
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
 def build_model(config: ResNetConfig, device: Device = None) -> ResNet:
     """The network a config describes, with freshly initialised weights.
 

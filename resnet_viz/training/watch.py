@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..model import BLOCK_CLASSES, PreActBlock, branch_end
+from ..model import BLOCK_CLASSES, PreActBlock, branch_end, hooked_forward
 
 
 def residual_blocks(model: nn.Module) -> dict[str, nn.Module]:
@@ -68,17 +68,7 @@ def block_activity(model: nn.Module, x: torch.Tensor) -> dict[str, dict[str, flo
       position.
     """
     hooks = {name: _BlockHooks(block) for name, block in residual_blocks(model).items()}
-    handles = []
-    was_training = model.training
-    try:
-        for h in hooks.values():
-            handles += h.attach()
-        model.eval()
-        model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    hooked_forward(model, x, lambda handles: [handles.extend(h.attach()) for h in hooks.values()])
     return {name: h.result() for name, h in hooks.items()}
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..model import BLOCK_CLASSES, PreActBlock, branch_end
+from ..model import BLOCK_CLASSES, PreActBlock, branch_end, hooked_forward
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class _Watch:
         self.seen: dict[str, dict[str, torch.Tensor]] = {name: {} for name in self.blocks}
         self.handles: list = []
 
-    def attach(self) -> None:
+    def attach(self, handles: list) -> None:
+        self.handles = handles  # hooked_forward removes them
         for name, block in self.blocks.items():
             seen = self.seen[name]
             self._hook(branch_end(block), "branch", seen)
@@ -63,24 +64,13 @@ class _Watch:
         self.handles.append(module.register_forward_hook(
             lambda m, inputs, output: seen.__setitem__(key, output[0].detach().clone())))
 
-    def detach(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
 
 @torch.no_grad()
 def look_inside(model: nn.Module, x: torch.Tensor) -> dict[str, BlockLook]:
     """Every block of ``model`` (a network built by resnet_viz) on the first image of the batch ``x``: skip,
     branch and sum. One forward pass in eval mode; the model's mode and hooks are restored."""
     watch = _Watch(model)
-    was_training = model.training
-    try:
-        watch.attach()
-        model.eval()
-        model(x)
-    finally:
-        watch.detach()
-        model.train(was_training)
+    hooked_forward(model, x, watch.attach)
     return {name: BlockLook(name, seen.get("skip"), seen["branch"], seen["total"])
             for name, seen in watch.seen.items()}
 
@@ -91,17 +81,13 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     (``layer1``...), (C, H, W) each, from one forward pass in eval mode."""
     stages = [name for name, _ in model.named_children() if name.startswith("layer")]
     maps: dict[str, torch.Tensor] = {}
-    handles = [getattr(model, stages[0]).register_forward_pre_hook(  # the stem's output is the first stage's input
-        lambda m, inputs: maps.__setitem__("stem", inputs[0][0].detach().clone()))]
-    was_training = model.training
-    try:
+
+    def attach(handles: list) -> None:
+        handles.append(getattr(model, stages[0]).register_forward_pre_hook(  # the stem's output: stage 1's input
+            lambda m, inputs: maps.__setitem__("stem", inputs[0][0].detach().clone())))
         for name in stages:
             handles.append(getattr(model, name).register_forward_hook(
                 lambda m, inputs, output, name=name: maps.__setitem__(name, output[0].detach().clone())))
-        model.eval()
-        model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+
+    hooked_forward(model, x, attach)
     return maps
