@@ -260,16 +260,17 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def hooked_forward(model: nn.Module, x: torch.Tensor, attach) -> None:
+def hooked_forward(model: nn.Module, x: torch.Tensor, attach) -> torch.Tensor:
     """One eval-mode forward of ``x`` without gradients, with the hooks ``attach(handles)`` registers (appending
-    each handle to ``handles``); afterwards the hooks are removed and the model's train/eval mode restored."""
+    each handle to ``handles``); afterwards the hooks are removed and the model's train/eval mode restored. Returns
+    the model's output."""
     handles: list = []
     was_training = model.training
     try:
         attach(handles)
         model.eval()
         with torch.no_grad():
-            model(x)
+            return model(x)
     finally:
         for handle in handles:
             handle.remove()
