@@ -11,6 +11,7 @@ from pathlib import Path
 from ..config import PRESETS, SHORTCUTS, ResNetConfig, preset
 from ..errors import ConfigError, UsageError
 from ..training.settings import SETTINGS
+from ..weights import PREFIX
 
 
 class Parser(argparse.ArgumentParser):
@@ -96,3 +97,14 @@ def load_data(args: argparse.Namespace, show: bool = True):
     finally:
         if bar is not None:
             bar.close()
+
+
+CHECKPOINT_HELP = "a checkpoint.pt written by train, or bundled:NAME, a network shipped with resnet-viz (see weights)"
+
+
+def default_beside(checkpoint: str, name: str) -> Path:
+    """Where a command writes by default: beside the checkpoint, or in the current folder for a bundled network
+    (the package's own folder is not the user's)."""
+    if checkpoint.startswith(PREFIX):
+        return Path(f"{checkpoint.removeprefix(PREFIX)}-{name}")
+    return Path(checkpoint).with_name(name)

@@ -9,13 +9,13 @@ from pathlib import Path
 from ..io import write_file
 from ..quantization.studies import MODES, run_study
 from ..views import export
-from .arguments import add_data_arguments, load_data
+from .arguments import CHECKPOINT_HELP, add_data_arguments, load_data
 from .train import progress_bar
 
 
 def register(sub) -> None:
     p = sub.add_parser("quantize", help="quantize a checkpoint: real int8, bit sweeps, layer sensitivity, QAT")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.pt written by train")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     add_data_arguments(p)
     p.add_argument("--mode", choices=list(MODES), required=True,
                    help="; ".join(f"{name}: {mode.help}" for name, mode in MODES.items()))

@@ -16,7 +16,14 @@ from ..io import write_file
 from ..training import Trainer, TrainSettings, distributed, evaluate_checkpoint, load_resume
 from ..training.settings import DEFAULTS, SETTINGS, flagged
 from ..views import export
-from .arguments import add_arch_overrides, add_data_arguments, config_from_args, load_data
+from .arguments import (
+    CHECKPOINT_HELP,
+    add_arch_overrides,
+    add_data_arguments,
+    config_from_args,
+    default_beside,
+    load_data,
+)
 
 ARCH_FLAGS = {"arch": "ARCH", "shortcut": "--shortcut", "classes": "--classes", "input": "--input"}
 
@@ -36,7 +43,7 @@ def register(sub) -> None:
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy of a checkpoint, overall and per class")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint.pt written by train")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
     add_data_arguments(p)
     p.add_argument("--split", choices=("val", "train"), default="val")
     p.add_argument("--flip", action="store_true", help="flip test-time augmentation")
@@ -171,7 +178,7 @@ def cmd_evaluate(args: argparse.Namespace) -> str:
     width = max(len(r["class"]) for r in rows)
     lines = [f"{args.split} accuracy {accuracy:.2%} on {data.describe()}", ""]
     lines += [f"{r['class']:<{width}}  {r['correct']:>6,} / {r['images']:<6,}  {r['accuracy']:7.2%}" for r in rows]
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"evaluation-{args.split}.csv")
+    out = Path(args.out) if args.out else default_beside(args.checkpoint, f"evaluation-{args.split}.csv")
     write_file(out, export.frame_bytes(pd.DataFrame(rows), "csv", ""))
     lines.append(f"wrote {out}")
     return "\n".join(lines)

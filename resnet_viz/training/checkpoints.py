@@ -17,6 +17,7 @@ from ..config import ResNetConfig
 from ..errors import CheckpointError, ConfigError
 from ..formatting import first_line
 from ..model import build_model
+from ..weights import resolve
 from .inflation import check_inflation
 from .settings import RESUME_MAY_CHANGE, TrainSettings
 
@@ -85,9 +86,9 @@ def _on_cpu(tree: Any) -> Any:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ResNetConfig, dict]:
     """The model, its config and the saved facts. Only tensors and plain data are read (``weights_only=True``):
-    a file that holds anything else is refused, never executed."""
-    path = Path(path)
-    model, config, meta, _ = _load(path, device)
+    a file that holds anything else is refused, never executed. ``bundled:NAME`` names a network that ships with
+    the package."""
+    model, config, meta, _ = _load(resolve(path), device)
     return model, config, meta
 
 
@@ -117,7 +118,7 @@ SAVED_BEFORE = {"low_res": 0.0}  # what runs saved before a setting existed did
 def load_resume(path: str | Path) -> Resume:
     """A run saved by ``train`` (after each epoch, and when it ends), to go on with: read safely, like
     ``load_checkpoint``."""
-    path = Path(path)
+    path = resolve(path)
     model, config, _, data = _load(path, "cpu")
     if "run" not in data or "optimizer" not in data:
         raise CheckpointError(f"{path.name} holds a model but not a run to resume (it was not written by train)")
