@@ -131,6 +131,7 @@ pages = st.navigation([
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("app_pages/quantize.py", title="Quantize", icon=":material/compress:"),
+    st.Page("app_pages/inside.py", title="Inside", icon=":material/visibility:"),
 ])
 
 with st.sidebar:

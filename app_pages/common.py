@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import secrets
+import shutil
 import sys
+import tempfile
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 import streamlit.components.v1 as components
+from torch import nn
 
 from resnet_viz import ResNetConfig, Trace, trace
 from resnet_viz.caches import SizedLRU
+from resnet_viz.errors import CheckpointError
+from resnet_viz.formatting import human_bytes
 from resnet_viz.jobs import BackgroundJob, JobManager
-from resnet_viz.limits import limits
+from resnet_viz.limits import limits, over
 from resnet_viz.server import ServerSettings
-from resnet_viz.training import TrainSettings, pick_device, precision_and_why
+from resnet_viz.training import TrainSettings, load_checkpoint, pick_device, precision_and_why
 from resnet_viz.training.defaults import plan
 from resnet_viz.views import compare, export
 from resnet_viz.views.charts import shape_journey
 from resnet_viz.views.diagram import block_diagram
 from resnet_viz.views.graph import computational_graph
 from resnet_viz.views.walkthrough import Step, walkthrough
+from resnet_viz.weights import bundled
 
 
 def sentence(text: object) -> str:
@@ -253,3 +263,66 @@ def downloads(name: str, files: dict[str, Callable[[], bytes | str]], key: str) 
     for column, (fmt, make) in zip(st.columns(len(files)), files.items()):
         column.download_button(fmt.upper(), make, f"{name}.{fmt}", MIME[fmt], key=f"{key}-{fmt}",
                                 icon=":material/download:", width="stretch", on_click="ignore")
+
+
+# -- trained networks ------------------------------------------------------------------------------
+
+def last_run_checkpoint() -> str | None:
+    """The checkpoint of this person's last finished training run, while its folder is still there."""
+    trained = my_job("training")
+    result = trained.snapshot().result if trained is not None else None
+    if result is None or not Path(result.files["checkpoint"]).is_file():
+        return None  # none yet, or its folder was deleted to make room for newer runs
+    return result.files["checkpoint"]
+
+
+def trained_networks() -> dict[str, str]:
+    """What a page can open without an upload: label -> CHECKPOINT (``bundled:NAME``, or this person's last run)."""
+    choices = {f"{b.name} ({b.val_acc:.1%} validation, shipped)": b.ref for b in bundled()}
+    if (last := last_run_checkpoint()) is not None:
+        choices["last training run"] = last
+    return choices
+
+
+@dataclass
+class Opened:
+    """A trained network loaded once for every session, with a lock: hooks and attributions run one at a time."""
+
+    model: nn.Module
+    config: ResNetConfig
+    meta: dict
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the network…")
+def opened(checkpoint: str, stamp: float) -> Opened:
+    """``checkpoint`` loaded (``stamp``, its file's modification time, tells a rewritten file from the old one)."""
+    return Opened(*load_checkpoint(checkpoint))
+
+
+def open_checkpoint(checkpoint: str) -> tuple[Opened, str]:
+    """A CHECKPOINT the page offers, loaded or from the cache; and the key its results are cached under."""
+    stamp = 0.0 if checkpoint.startswith("bundled:") else Path(checkpoint).stat().st_mtime
+    return opened(checkpoint, stamp), f"{checkpoint}@{stamp}"
+
+
+def open_upload(data: bytes, name: str) -> tuple[Opened, str]:
+    """An uploaded checkpoint: kept in a folder of its own only while it is read (with ``weights_only=True``)."""
+    if len(data) > (most := limits().upload_bytes):
+        raise CheckpointError(f"{name} is {human_bytes(len(data))}, over {over('upload_bytes', most)}")
+    digest = hashlib.sha256(data).hexdigest()
+    return _opened_upload(digest, data, name), f"upload:{digest}"
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the network…", hash_funcs={bytes: lambda b: None})
+def _opened_upload(digest: str, data: bytes, name: str) -> Opened:
+    folder = Path(tempfile.mkdtemp(prefix="resnet-viz-upload-"))
+    try:
+        path = folder / "checkpoint.pt"
+        path.write_bytes(data)
+        try:
+            return Opened(*load_checkpoint(path))
+        except CheckpointError as e:
+            raise CheckpointError(str(e).replace("checkpoint.pt", name)) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -19,6 +19,7 @@ from app_pages.common import (
     polling,
     sentence,
     submit,
+    trained_networks,
     where_data_lies,
 )
 from resnet_viz import ConfigError, ResNetVizError
@@ -40,14 +41,10 @@ st.caption("Real int8: batch norms folded into the convolutions, then torchao's 
            "per output channel, uint8 activations per tensor) compiled to oneDNN's int8 kernels. Simulated: weights "
            "and layer inputs rounded to b-bit grids and computed in float, so any bit width can be studied.")
 
-trained = my_job("training")
-last_run = trained.snapshot().result if trained is not None else None
-if last_run is not None and not Path(last_run.files["checkpoint"]).is_file():
-    last_run = None  # its folder was deleted to make room for newer runs
+networks = trained_networks()  # the shipped ones, and this person's last run
 with st.form("quantize", border=True):
     a, b = st.columns(2)
-    choices = (["last training run"] if last_run is not None else []) + ["upload a checkpoint"]
-    which = a.radio("Network", choices, key="q_network", horizontal=True)
+    which = a.selectbox("Network", [*networks, "upload a checkpoint"], key="q_network")
     upload = b.file_uploader("Checkpoint (.pt, from train)", type=["pt"], key="q_upload")
     c, d = st.columns(2)
     source = c.selectbox("Data", list(DATA_SOURCES), format_func=DATA_SOURCES.get, key="q_source")
@@ -68,10 +65,10 @@ def study() -> StudyJob:
     except ValueError:
         raise ConfigError("bits are whole numbers separated by spaces, e.g. 8 6 4") from None
     spec = data_source(source, path)
-    if which == "last training run":
-        checkpoint, folder = last_run.files["checkpoint"], None
+    if which in networks:
+        checkpoint, folder = networks[which], None
     elif upload is None:
-        raise ConfigError("upload a checkpoint, or train one on the Train page first")
+        raise ConfigError("upload a checkpoint, pick a shipped network, or train one on the Train page first")
     elif upload.size > (most := limits().upload_bytes):
         raise ConfigError(f"the uploaded checkpoint is {human_bytes(upload.size)}, over {over('upload_bytes', most)}")
     else:  # a file of our own, read with weights_only=True by run_study
@@ -86,7 +83,8 @@ def study() -> StudyJob:
         checkpoint, load_dataset(spec, limit_per_class=int(limit) or None), mode, widths, int(epochs),
         progress=progress))
     job.temporary += [folder] if folder else []
-    job.uses.append(Path(checkpoint).parent)
+    if not checkpoint.startswith("bundled:"):
+        job.uses.append(Path(checkpoint).parent)
     return job
 
 

@@ -1,5 +1,7 @@
-"""Train: a short run of the current network, in a background worker, watched live."""
+"""Train: a short run of the current network, in a background worker, watched live; and the trained networks that
+ship with the package."""
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,7 +32,8 @@ from resnet_viz.jobs import TrainingJob
 from resnet_viz.training import TrainSettings
 from resnet_viz.training.command import train_command
 from resnet_viz.training.settings import DEFAULTS, help_of
-from resnet_viz.views.charts import BLOCK_METRICS, block_activity_chart, training_curves
+from resnet_viz.views.charts import BLOCK_METRICS, block_activity_chart, history_curves, training_curves
+from resnet_viz.weights import bundled
 
 state = st.session_state
 cfg = config()
@@ -193,3 +196,35 @@ def live(job: TrainingJob, snap) -> None:
 
 
 live()
+
+
+def shipped() -> None:
+    """The trained networks in the package: how each was trained and how well it does, ready for the Inside and
+    Quantize pages without any training."""
+    networks = {b.name: b for b in bundled()}
+    if not networks:
+        return
+    st.header("Trained networks that ship with resnet-viz")
+    st.caption("Open them on the Inside and Quantize pages, or as `bundled:NAME` wherever the command line takes a "
+               "checkpoint. Accuracy is on the validation part of the training split (the last 10% of each class).")
+    name = st.segmented_control("Network", list(networks), default=next(iter(networks)), key="shipped") or next(
+        iter(networks))
+    b = networks[name]
+    cols = st.columns(4)
+    cols[0].metric("Validation accuracy", f"{b.val_acc:.2%}")
+    cols[1].metric("With flip TTA", f"{b.val_acc_flip:.2%}")
+    cols[2].metric("Epochs", f"{b.card['epochs']:g}")
+    cols[3].metric("Training time", f"{b.card['train_seconds'] / 60:,.0f} min")
+    st.caption(f"{b.card['recipe']}. Data: {b.card['data']}. Trained on {b.card['machine']} with torch "
+               f"{b.card['torch']} on {b.card['date']}. {b.card.get('note', '')}")
+    st.code(b.card["command"], language="bash", wrap_lines=True)
+    left, right = st.columns([3, 2])
+    left.plotly_chart(history_curves(b.card["history"]), width="stretch", key="shipped_curves")
+    right.dataframe(pd.DataFrame(b.card["per_class"]), hide_index=True, width="stretch", column_config={
+        "accuracy": st.column_config.NumberColumn(format="percent"),
+        "accuracy_flip": st.column_config.NumberColumn("accuracy (flip TTA)", format="percent")})
+    downloads(f"{b.name}", {"pt": lambda: b.path.read_bytes(), "json": lambda: json.dumps(b.card, indent=1)},
+              key="shipped")
+
+
+shipped()

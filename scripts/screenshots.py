@@ -1,7 +1,7 @@
 """Screenshots of every page of the app for the README: docs/overview.png, layers.png, diagram.png, compare.png,
-train.png (after a short run on synthetic data), quantize.png.
+train.png (after a short run on synthetic data), quantize.png, inside.png.
 
-    .venv/bin/python scripts/screenshots.py [--out docs]
+    .venv/bin/python scripts/screenshots.py [--out docs] [--only inside ...]
 
 Starts `streamlit run app.py` on a free loopback port, opens each page in headless Chromium (/usr/bin/chromium)
 at 1400×1000 and saves the viewport once the page has finished drawing. The server's log goes to
@@ -50,6 +50,7 @@ def save_page(page: Page, base_url: str, app_page: AppPage, out_dir: Path) -> Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs", help="folder for the PNGs (default: docs)")
+    parser.add_argument("--only", nargs="+", choices=[p.name for p in PAGES], help="just these pages")
     args = parser.parse_args(argv)
     reason = browser_unavailable()
     if reason:
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with streamlit_server(OUTPUT_DIR / "streamlit-screenshots.log") as base_url, chromium() as browser:
             with new_page(browser) as page:
-                for app_page in PAGES:
+                for app_page in PAGES if not args.only else [p for p in PAGES if p.name in args.only]:
                     print(f"wrote {save_page(page, base_url, app_page, args.out)}")
     except ServerError as e:
         print(f"screenshots: {e}", file=sys.stderr)

@@ -225,3 +225,40 @@ def accuracy_vs_bits(rows: Sequence[dict]) -> go.Figure:
     _layout(fig, "Accuracy against bits (weights and activations rounded, simulated)", "bits", "validation accuracy")
     fig.update_layout(yaxis={"tickformat": ".0%", "rangemode": "tozero"}, xaxis={"dtick": 1})
     return fig
+
+
+# -- one trained network on one image ----------------------------------------------------------------------
+
+def residual_ratio_chart(rows: Sequence[dict]) -> go.Figure:
+    """‖F(x)‖ / ‖x‖ for every residual block (rows of ``Inside.block_rows()``): how much each block changes what
+    its skip carries; a dotted line at 1, where the branch is as large as the skip."""
+    shown = [r for r in rows if r["ratio"] is not None]
+    fig = go.Figure(go.Bar(
+        x=[r["block"] for r in shown], y=[r["ratio"] for r in shown],
+        marker_color=[stage_colour(r["block"].split(".")[0]) for r in shown],
+        customdata=[[r["branch_norm"], r["skip_norm"]] for r in shown],
+        hovertemplate="%{x}<br>‖F(x)‖ / ‖x‖ = %{y:.3f}<br>‖F(x)‖ = %{customdata[0]:.1f}, ‖x‖ = "
+                      "%{customdata[1]:.1f}<extra></extra>"))
+    fig.add_hline(y=1, line_dash="dot", annotation_text="branch as large as the skip")
+    return _layout(fig, "How much each block changes its input: ‖F(x)‖ / ‖x‖", "block", "‖F(x)‖ / ‖x‖")
+
+
+def prediction_chart(top: Sequence[tuple[str, float]], truth: str | None = None) -> go.Figure:
+    """The top classes and their probabilities, the most likely at the top; the true class, if known, in red."""
+    names = [name for name, _ in top][::-1]
+    fig = go.Figure(go.Bar(
+        x=[p for _, p in top][::-1], y=names, orientation="h", texttemplate="%{x:.1%}", textposition="auto",
+        marker_color=[SPATIAL_COLOURS["H"] if name == truth else CHANNELS_COLOUR for name in names],
+        hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
+    _layout(fig, "Prediction: the top classes", "probability", "")
+    fig.update_layout(xaxis={"range": [0, 1], "tickformat": ".0%"}, height=260, margin={"t": 50, "b": 30})
+    return fig
+
+
+def history_curves(history: Sequence[dict[str, float]]) -> go.Figure:
+    """``training_curves`` from a run's history alone (one row per epoch, as a bundled network's card keeps it):
+    each epoch's mean training loss and accuracy, and its validation accuracy."""
+    points = [{"step": e["step"], "loss": e["train_loss"], "train_acc": e["train_acc"]} for e in history]
+    fig = training_curves(points, history)
+    fig.update_traces(selector={"name": "training accuracy (batch)"}, name="training accuracy (epoch mean)")
+    return fig

@@ -248,3 +248,9 @@ def inside_files(inside: Inside, pixels: np.ndarray, facts: dict, channels: int 
     files["stem-filters.png"] = pictures.png(pictures.filters(inside.stem_filters))
     files["inside.json"] = (json.dumps({**facts, **inside.to_json()}, indent=2) + "\n").encode()
     return files
+
+
+def pixel_attribution(model: nn.Module, pixels: np.ndarray, meta: dict, target: int) -> torch.Tensor:
+    """Integrated Gradients of class ``target`` for an image, RGB uint8 (C, H, W): what ``open_inside`` adds with
+    ``attribution=True``, on its own (the page computes it only when it is shown)."""
+    return integrated_gradients(model, normalise(pixels, meta).to(next(model.parameters()).device), target)

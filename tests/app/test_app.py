@@ -446,7 +446,8 @@ def test_quantize_page_studies_the_last_training_run():
     job(at, "training").join(timeout=120)
     at.switch_page("app_pages/quantize.py").run()
     ok(at)
-    assert at.radio(key="q_network").value == "last training run"
+    assert at.selectbox(key="q_network").options[-2:] == ["last training run", "upload a checkpoint"]
+    at.selectbox(key="q_network").set_value("last training run")
     run_study(at, "sweep", "8 2")
     ok(at)
     rows = at.dataframe[0].value
@@ -469,6 +470,7 @@ def test_quantize_page_studies_the_last_training_run():
 def test_quantize_page_without_a_checkpoint_says_what_to_do():
     at = start()
     at.switch_page("app_pages/quantize.py").run()
+    at.selectbox(key="q_network").set_value("upload a checkpoint")
     at.form_submit_button[0].click().run()
     assert not at.exception
-    assert "Upload a checkpoint, or train one on the Train page first." in at.error[0].value
+    assert "Upload a checkpoint, pick a shipped network, or train one on the Train page first." in at.error[0].value

@@ -61,6 +61,7 @@ PAGES = (
     AppPage("train", "/train", ('[data-testid="stSidebar"] [data-testid="stDataFrame"] canvas',)),
     AppPage("quantize", "/quantize", ('[data-testid="stMain"] [data-testid="stAlertContentInfo"]',
                                       '[data-testid="stSidebar"] [data-testid="stDataFrame"] canvas')),
+    AppPage("inside", "/inside", (PLOTLY_DRAWN, GRAPHVIZ_NODES, '[data-testid="stMain"] [data-testid="stImage"] img')),
 )
 TRAINING_DONE = '[data-testid="stAlertContentSuccess"]'
 

@@ -181,6 +181,18 @@ def test_quantize_opens_ready_for_a_study(page: Page, app_url: str, page_errors:
     screenshot(page, quantize)
 
 
+def test_inside_opens_the_shipped_resnet20_on_a_sample_image(page: Page, app_url: str, page_errors: list[str],
+                                                             refused_requests: list[str]) -> None:
+    inside = visit(page, app_url, "inside")
+    assert_title(page, "Inside")
+    expect(page.get_by_text("True class: cat")).to_be_visible()
+    assert page.locator('[data-testid="stMain"] [data-testid="stImage"] img').count() >= 6
+    expect(page.locator(PLOTLY_CHART)).to_have_count(2)  # the prediction and the ratio over the blocks
+    assert_graphviz_drawn(page, "layer3.2")
+    assert_no_errors(page, page_errors, refused_requests)
+    screenshot(page, inside)
+
+
 # -- the config in the URL and the sidebar --------------------------------------------------------------------------
 
 def test_a_link_reopens_its_network(page: Page, app_url: str, page_errors: list[str],
