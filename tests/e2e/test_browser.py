@@ -221,3 +221,24 @@ def test_a_broken_link_shows_an_error_and_resnet20(page: Page, app_url: str) -> 
     visit(page, app_url, "overview", "?widths=16,x")
     expect(page.locator(ERROR_ALERT)).to_contain_text("could not be opened")
     assert_title(page, "resnet20 · ResNet-20")
+
+
+# -- uploads on the Inside page ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, data, message", [
+    ("notes.png", b"these are not pixels", "Notes.png is not a PNG, JPEG or WebP image that can be read."),
+    ("huge.png", b"\x89PNG\r\n\x1a\n" + bytes(6 * 1024 * 1024),
+     "Huge.png is 6.00 MiB, over the limit of 5.00 MiB (RESNET_VIZ_IMAGE_BYTES)"),
+])
+def test_a_bad_image_upload_is_one_sentence_and_the_page_stays_up(name, data, message, page: Page, app_url: str,
+                                                                  page_errors: list[str]) -> None:
+    visit(page, app_url, "inside")
+    page.get_by_test_id("stSelectbox").filter(has_text="Image").click()
+    page.keyboard.type("upload an")  # the list of 101 is drawn a screenful at a time: filter it
+    page.get_by_role("option", name="upload an image", exact=True).click()
+    page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        {"name": name, "mimeType": "image/png", "buffer": data})
+    error = page.locator(ERROR_ALERT)
+    expect(error).to_contain_text(message, timeout=LOAD_TIMEOUT_MS)
+    assert error.count() == 1 and page.locator(EXCEPTION).count() == 0 and page_errors == []
+    expect(page.locator(TITLE)).to_have_text("Inside")
