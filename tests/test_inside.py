@@ -227,3 +227,26 @@ def test_an_overlay_blends_the_heat_into_the_image():
     assert blended.shape == (4, 4, 3)
     cold = pictures._palette(pictures.HEAT)[0].astype(float)
     assert np.allclose(blended[3, 3], np.round(0.5 * 200 + 0.5 * cold), atol=1)
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("preresnet20", {}),
+    ("resnet50", {"input_size": (64, 64), "num_classes": 10}),
+    ("resnext50_32x4d", {"input_size": (64, 64), "num_classes": 10}),
+])
+def test_the_inside_views_open_every_family(name, overrides):
+    model = _model(name, **overrides)
+    h, w = model.config.input_size
+    pixels = torch.randint(0, 256, (3, h, w), dtype=torch.uint8).numpy()
+    inside = open_inside(model, pixels, META, attribution=False)
+    stages = [f"layer{i}" for i in range(1, len(model.config.blocks) + 1)]
+    assert list(inside.cams) == stages and list(inside.maps) == ["stem", *stages]
+    assert all(row["ratio"] is not None and row["ratio"] > 0 for row in inside.block_rows())
+    files = inside_files(inside, pixels, {}, channels=4)
+    assert len([f for f in files if f.startswith("block-")]) == sum(model.config.blocks)
+
+
+def test_an_image_with_the_wrong_number_of_channels_is_one_sentence():
+    model = _model("resnet20", in_channels=1)
+    with pytest.raises(ConfigError, match="this network takes 1-channel images, and the image has 3 channels"):
+        open_inside(model, _pixels(), META)

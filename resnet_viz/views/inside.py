@@ -217,6 +217,9 @@ def open_inside(model: nn.Module, pixels: np.ndarray, meta: dict, target: int | 
     """Everything the Inside page and ``inside`` show for one image, RGB uint8 (C, H, W) at the network's input
     size, and a checkpoint's ``meta`` (its normalisation and class names): one hooked forward, Grad-CAM of
     ``target`` (default: the predicted class) at every stage and, with ``attribution``, Integrated Gradients."""
+    wanted = first_conv(model).in_channels
+    if pixels.shape[0] != wanted:
+        raise ConfigError(f"this network takes {wanted}-channel images, and the image has {pixels.shape[0]} channels")
     x = normalise(pixels, meta).to(next(model.parameters()).device)
     logits, maps, blocks = _observe(model, x)
     probabilities = logits.softmax(0).cpu()
