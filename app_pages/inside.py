@@ -18,7 +18,8 @@ CELL = 160  # pixels a side of a shown image
 
 st.title("Inside")
 st.caption("A trained network on one image: its prediction, its feature maps, what every residual block adds to "
-           "its input, where it looks (Grad-CAM and Integrated Gradients, by captum) and its first layer's filters.")
+           "its input, where it looks (Grad-CAM and Integrated Gradients, by captum) and its first layer's filters. "
+           "The network is the trained one picked here, with its own config, not the sidebar's.")
 
 networks = trained_networks()
 a, b, c = st.columns([3, 3, 2])
