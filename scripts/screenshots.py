@@ -1,5 +1,5 @@
 """Screenshots of every page of the app for the README: docs/overview.png, layers.png, diagram.png, compare.png,
-train.png (after a short run on synthetic data), quantize.png, inside.png.
+train.png (after a short run on synthetic data), quantize.png, inside.png and inside-blocks.png.
 
     .venv/bin/python scripts/screenshots.py [--out docs] [--only inside ...]
 
@@ -44,6 +44,11 @@ def save_page(page: Page, base_url: str, app_page: AppPage, out_dir: Path) -> Pa
     path = out_dir / f"{app_page.name}.png"
     page.wait_for_timeout(2000)  # widget code the browser loads on first use (radios, number inputs) draws late
     page.screenshot(path=str(path))
+    if app_page.name == "inside":  # and what only this page shows: each block's x, F(x) and sum, where it looks
+        page.get_by_role("heading", name="Residual learning, block by block").evaluate(
+            "heading => heading.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(out_dir / "inside-blocks.png"))
     return path
 
 

@@ -239,7 +239,8 @@ def residual_ratio_chart(rows: Sequence[dict]) -> go.Figure:
         customdata=[[r["branch_norm"], r["skip_norm"]] for r in shown],
         hovertemplate="%{x}<br>‖F(x)‖ / ‖x‖ = %{y:.3f}<br>‖F(x)‖ = %{customdata[0]:.1f}, ‖x‖ = "
                       "%{customdata[1]:.1f}<extra></extra>"))
-    fig.add_hline(y=1, line_dash="dot", annotation_text="branch as large as the skip")
+    fig.add_hline(y=1, line_dash="dot", annotation_text="branch as large as the skip",
+                  annotation_position="top left")
     return _layout(fig, "How much each block changes its input: ‖F(x)‖ / ‖x‖", "block", "‖F(x)‖ / ‖x‖")
 
 
