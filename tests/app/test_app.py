@@ -383,7 +383,8 @@ def own(elements) -> list:
     from resnet_viz.weights import bundled
 
     commands = {b.card["command"] for b in bundled()}
-    return [e for e in elements if not (e.key or "").startswith("shipped") and getattr(e, "value", None) not in commands]
+    return [e for e in elements
+            if not (e.key or "").startswith("shipped") and getattr(e, "value", None) not in commands]
 
 
 def test_train_page_shows_the_exact_torchrun_command():
