@@ -34,7 +34,7 @@ from resnet_viz.views.charts import shape_journey
 from resnet_viz.views.diagram import block_diagram
 from resnet_viz.views.graph import computational_graph
 from resnet_viz.views.walkthrough import Step, walkthrough
-from resnet_viz.weights import bundled
+from resnet_viz.weights import bundled, resolve
 
 
 def sentence(text: object) -> str:
@@ -302,7 +302,7 @@ def opened(checkpoint: str, stamp: float) -> Opened:
 
 def open_checkpoint(checkpoint: str) -> tuple[Opened, str]:
     """A CHECKPOINT the page offers, loaded or from the cache; and the key its results are cached under."""
-    stamp = 0.0 if checkpoint.startswith("bundled:") else Path(checkpoint).stat().st_mtime
+    stamp = resolve(checkpoint).stat().st_mtime
     return opened(checkpoint, stamp), f"{checkpoint}@{stamp}"
 
 

@@ -3,11 +3,17 @@
 import json
 from pathlib import Path
 
+import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
+from resnet_viz import build_model, preset, weights
+from resnet_viz.training import checkpoint_bytes
 from resnet_viz.weights import get
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+META = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "classes": ["airplane", "automobile", "bird", "cat",
+        "deer", "dog", "frog", "horse", "ship", "truck"]}
 
 
 def inside() -> AppTest:
@@ -60,7 +66,19 @@ def test_a_block_and_a_channel_of_it():
     assert "‖F(x)‖ = " in captions(at) and "‖x‖ = " in captions(at)
 
 
-def test_a_plain_network_says_why_there_is_no_skip():
+@pytest.fixture
+def random_plain20(tmp_path, monkeypatch):
+    """A plain-20 as the only shipped network, its weights random: the page's words do not depend on them."""
+    torch.manual_seed(0)
+    (tmp_path / "plain20.pt").write_bytes(checkpoint_bytes(build_model(preset("plain20")), preset("plain20"), META))
+    (tmp_path / "plain20.json").write_text(json.dumps({"network": "plain20", "val_acc": 0.1, "val_acc_flip": 0.1}))
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    weights.bundled.cache_clear()
+    yield
+    weights.bundled.cache_clear()
+
+
+def test_a_plain_network_says_why_there_is_no_skip(random_plain20):
     at = inside()
     plain = next(o for o in at.selectbox(key="in_network").options if o.startswith("plain20 ("))
     at.selectbox(key="in_network").set_value(plain).run()
