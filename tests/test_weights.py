@@ -140,3 +140,16 @@ def test_inside_refuses_bad_input_in_one_sentence_and_writes_nothing(argv, messa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not out.exists()
+
+
+def test_the_most_accurate_network_comes_first(only_tiny):
+    card = json.loads((only_tiny / "tiny.json").read_text())
+    better = {**card, "name": "better", "val_acc": card["val_acc"] + 0.5}
+    (only_tiny / "better.pt").write_bytes((only_tiny / "tiny.pt").read_bytes())
+    (only_tiny / "better.json").write_text(json.dumps(better))
+    weights.bundled.cache_clear()
+    try:
+        assert weights.names() == ("better", "tiny")
+    finally:
+        (only_tiny / "better.pt").unlink()
+        (only_tiny / "better.json").unlink()

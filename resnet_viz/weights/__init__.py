@@ -57,12 +57,12 @@ class Bundled:
 
 @cache
 def bundled() -> tuple[Bundled, ...]:
-    """Every shipped network, by name."""
+    """Every shipped network, the most accurate first (the one pages open by default)."""
     found = []
-    for card in sorted(WEIGHTS_DIR.glob("*.json")):
+    for card in WEIGHTS_DIR.glob("*.json"):
         if card.with_suffix(".pt").is_file():
             found.append(Bundled(card.stem, json.loads(card.read_text(encoding="utf-8"))))
-    return tuple(found)
+    return tuple(sorted(found, key=lambda b: (-b.val_acc, b.name)))
 
 
 def names() -> tuple[str, ...]:
