@@ -231,8 +231,8 @@ def test_an_overlay_blends_the_heat_into_the_image():
 
 @pytest.mark.parametrize("name, overrides", [
     ("preresnet20", {}),
-    ("resnet50", {"input_size": (64, 64), "num_classes": 10}),
-    ("resnext50_32x4d", {"input_size": (64, 64), "num_classes": 10}),
+    ("resnet50", {"input_size": (32, 32), "num_classes": 10}),
+    ("resnext50_32x4d", {"input_size": (32, 32), "num_classes": 10}),
 ])
 def test_the_inside_views_open_every_family(name, overrides):
     model = _model(name, **overrides)
