@@ -8,7 +8,7 @@ import streamlit as st
 from app_pages.common import Opened, open_checkpoint, open_upload, painted_source, sentence, trained_networks
 from resnet_viz import ResNetVizError
 from resnet_viz.data.images import read_image
-from resnet_viz.samples import samples
+from resnet_viz.samples import by_name
 from resnet_viz.views import pictures
 from resnet_viz.views.charts import prediction_chart, residual_ratio_chart
 from resnet_viz.views.inside import Inside, class_names, open_inside, pixel_attribution
@@ -24,7 +24,7 @@ st.caption("A trained network on one image: its prediction, its feature maps, wh
 networks = trained_networks()
 a, b, c = st.columns([3, 3, 2])
 choice = a.selectbox("Network", [*networks, UPLOAD_NETWORK], key="in_network")
-sample_names = {s.file.removesuffix(".png"): s for s in samples()}
+sample_names = by_name()
 picked = b.selectbox("Image", [*sample_names, UPLOAD_IMAGE], index=33, key="in_image",
                      help="100 validation images of CIFAR-10 (10 a class, never trained on), or your own")
 uploaded_net = a.file_uploader("Checkpoint (.pt)", type=["pt"], key="in_upload_net") if choice == UPLOAD_NETWORK \

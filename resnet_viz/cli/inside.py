@@ -10,7 +10,7 @@ from ..data.images import read_image
 from ..errors import DataError, UsageError
 from ..formatting import human_bytes
 from ..io import write_file
-from ..samples import samples
+from ..samples import by_name
 from ..training import load_checkpoint
 from ..views.inside import inside_files, open_inside
 from ..weights import bundled
@@ -53,9 +53,8 @@ def image_bytes(ref: str) -> tuple[bytes, str, str | None]:
     """The image IMAGE names: its bytes, its name and, for a sample, its true class."""
     if ref.startswith(SAMPLE):
         name = ref.removeprefix(SAMPLE).removesuffix(".png")
-        for sample in samples():
-            if sample.file.removesuffix(".png") == name:
-                return sample.path.read_bytes(), sample.file, sample.class_name
+        if (sample := by_name().get(name)) is not None:
+            return sample.path.read_bytes(), sample.file, sample.class_name
         raise UsageError(f"there is no sample image {name!r}: names look like cat-4550 (a class and a number "
                          f"from 4500 to 4950 in steps of 50)")
     path = Path(ref)

@@ -23,6 +23,11 @@ class Sample:
     source: str  # the image it was decoded from, in the CIFAR-10 JPEG archive ("train/cat/4550.jpg")
 
     @property
+    def name(self) -> str:
+        """How a command or a page names it: the PNG's name without ``.png`` ("cat-4550")."""
+        return self.file.removesuffix(".png")
+
+    @property
     def path(self) -> Path:
         return SAMPLES_DIR / self.file
 
@@ -39,6 +44,12 @@ def samples() -> tuple[Sample, ...]:
     """Every sample image, in class order."""
     index = json.loads((SAMPLES_DIR / INDEX).read_text(encoding="utf-8"))
     return tuple(Sample(**entry) for entry in index["images"])
+
+
+@cache
+def by_name() -> dict[str, Sample]:
+    """Every sample image by its name ("cat-4550")."""
+    return {sample.name: sample for sample in samples()}
 
 
 def classes() -> tuple[str, ...]:
