@@ -246,18 +246,24 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """What comes before the first stage: conv1 (→ BN → ReLU) (→ max-pool)."""
         x = self.conv1(x)
         if self.bn1 is not None:
             x = self.relu(self.bn1(x))
-        if self.maxpool is not None:
-            x = self.maxpool(x)
-        for stage in self.stages:
-            x = stage(x)
+        return x if self.maxpool is None else self.maxpool(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """What comes after the last stage: (BN → ReLU →) global average pool → fc, to logits."""
         if self.final_bn is not None:
             x = self.relu(self.final_bn(x))
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.head(x)
 
 
 def hooked_forward(model: nn.Module, x: torch.Tensor, attach) -> torch.Tensor:
