@@ -132,6 +132,7 @@ pages = st.navigation([
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("app_pages/quantize.py", title="Quantize", icon=":material/compress:"),
     st.Page("app_pages/inside.py", title="Inside", icon=":material/visibility:"),
+    st.Page("app_pages/lab.py", title="Lab", icon=":material/science:"),
 ])
 
 with st.sidebar:

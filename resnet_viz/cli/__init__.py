@@ -1,4 +1,4 @@
-"""The command line: ``python -m resnet_viz presets|summary|export|train|evaluate|quantize|weights|inside ...``.
+"""The command line: ``python -m resnet_viz presets|summary|export|train|evaluate|quantize|weights|inside|study ...``.
 
 Same core calls as the app. Bad input ends with exit status 2 and one line on stderr, never a traceback.
 """
@@ -11,14 +11,14 @@ from collections.abc import Sequence
 
 from ..errors import ResNetVizError
 from ..training import distributed
-from . import inside, networks, quantize, train
+from . import inside, lab, networks, quantize, train
 from .arguments import Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m resnet_viz", description="Build, trace and count residual networks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for commands in (networks, train, quantize, inside):
+    for commands in (networks, train, quantize, inside, lab):
         commands.register(sub)
     return parser
 

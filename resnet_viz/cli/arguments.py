@@ -66,8 +66,8 @@ def config_from_args(args: argparse.Namespace, arch: str | None = None) -> ResNe
     return dataclasses.replace(config, **overrides) if overrides else config
 
 
-def add_data_arguments(p: argparse.ArgumentParser, device: bool = True) -> None:
-    p.add_argument("--data", required=True, metavar="NAME_OR_PATH",
+def add_data_arguments(p: argparse.ArgumentParser, device: bool = True, required: bool = True) -> None:
+    p.add_argument("--data", required=required, metavar="NAME_OR_PATH",
                    help="cifar10, cifar100, synthetic, or an ImageFolder folder or .tar.gz")
     p.add_argument("--data-root", help="where CIFAR lives or is downloaded to (default: the cache folder)")
     p.add_argument("--download", action="store_true", help="download CIFAR with torchvision (needs the network)")

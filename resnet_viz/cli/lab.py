@@ -1,0 +1,86 @@
+"""``study``: the Lab's experiments from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..io import csv_bytes, write_file
+from ..lab import STUDIES, LabSettings, run_study
+from ..lab.charts import figures, safe_name
+from ..tracing import trace
+from ..views import export
+from ..views.charts import charts_html
+from ..views.diagram import block_diagram
+from .arguments import add_data_arguments, load_data
+from .train import progress_bar
+
+WHAT = {"networks": "trained networks: checkpoints or bundled:NAME",
+        "configs": "presets or checkpoints, initialised afresh (default: plain and residual at 20, 56 and 110 layers)",
+        "runs": "run folders, their metrics.json, or bundled:NAME"}
+
+
+def register(sub) -> None:
+    p = sub.add_parser("study", help="the Lab: gradients, curves, responses, lesion, erf, landscape",
+                       description="Reproduce an experiment of the ResNet literature on trained networks. "
+                       + " ".join(f"{s.name}: {s.title} ({s.paper}), of {WHAT[s.takes]}." for s in STUDIES.values()))
+    p.add_argument("name", choices=list(STUDIES), metavar="NAME", help=", ".join(STUDIES))
+    p.add_argument("sources", nargs="*", metavar="CHECKPOINT", help="what to study (see above)")
+    add_data_arguments(p, required=False)
+    p.add_argument("--images", type=int, help="how many images (default: " + ", ".join(
+        f"{s.name} {s.images}" for s in STUDIES.values() if s.data != "none") + ")")
+    p.add_argument("--seed", type=int, default=0, help="random draws: lesion sets, landscape directions, weights")
+    p.add_argument("--draws", type=int, default=4, help="lesion: random sets of k blocks for each k (default 4)")
+    p.add_argument("--steps", type=int, default=11, help="landscape: points along each axis of the surface")
+    p.add_argument("--line-steps", type=int, default=21, help="landscape: points along the line")
+    p.add_argument("--span", type=float, default=1.0, help="landscape: from -SPAN to SPAN along each direction")
+    p.add_argument("--batch-size", type=int, default=64, help="gradients: the batch (default 64)")
+    p.add_argument("--out", metavar="DIR", help="write JSON, CSV, HTML charts (and --image files) here")
+    p.add_argument("--image", choices=("png", "svg"), help="also each chart as a static image (needs kaleido)")
+    p.set_defaults(run=cmd_study)
+
+
+def cmd_study(args: argparse.Namespace) -> str:
+    study = STUDIES[args.name]
+    if study.takes != "configs" and not args.sources:
+        raise ConfigError(f"name what to study: {WHAT[study.takes]}")
+    if study.data in ("val", "train") and not args.data:
+        raise ConfigError(f"the {args.name} study needs data: give a dataset (--data)")
+    data = load_data(args) if args.data and study.data != "none" else None
+    settings = LabSettings(images=args.images, seed=args.seed, draws=args.draws, steps=args.steps,
+                           line_steps=args.line_steps, span=args.span, batch_size=args.batch_size)
+    with progress_bar(study.title, leave=False) as bar:
+        report = run_study(args.name, args.sources, data, settings, progress=bar.count)
+    lines = [f"{study.title} ({study.paper}) on {report.data}", *report.summary_lines()]
+    if args.out:
+        lines += [f"wrote {path}" for path in write_report(report, Path(args.out), args.image)]
+    return "\n".join(lines)
+
+
+def report_files(report, image: str | None = None) -> dict[str, bytes]:
+    """Every file of a report, by name: JSON, CSV, the charts as one HTML page, and each chart as an image."""
+    name = report.study
+    drawn = figures(report)
+    files = {f"{name}.json": json.dumps(report.to_json(), indent=1).encode(),
+             f"{name}.csv": csv_bytes(report.rows()),
+             f"{name}.html": charts_html(drawn, f"{report.info.title}: {', '.join(report.networks)}").encode()}
+    if image:
+        files.update({f"{key}.{image}": export.figure_bytes(fig, image) for key, fig in drawn.items()})
+    if name == "lesion":  # each network's own JSON and block diagram, every block painted by what its removal costs
+        for net in report.networks:
+            files[f"lesion-{safe_name(net)}.json"] = json.dumps(report.results[net], indent=1).encode()
+            graph = block_diagram(trace(report.config(net)), "block", heat=report.block_drops(net),
+                                  heat_label="accuracy lost without the block")
+            files[f"lesion-{safe_name(net)}.dot"] = graph.source.encode()
+            if export.has_dot():
+                files[f"lesion-{safe_name(net)}.svg"] = export.diagram_bytes(graph, "svg")
+    return files
+
+
+def write_report(report, out: Path, image: str | None = None) -> list[Path]:
+    """Make every file first, then write them: a report that cannot make one leaves none."""
+    files = report_files(report, image)
+    out.mkdir(parents=True, exist_ok=True)
+    return [write_file(out / name, data) for name, data in files.items()]
