@@ -278,3 +278,51 @@ def test_a_study_that_needs_data_says_so():
     with pytest.raises(ConfigError, match="not one of"):
         run_study("nonsense", [])
     assert np.isfinite(run_study("responses", ["bundled:resnet20"], settings=LabSettings(images=8)).rows()[0]["std"])
+
+
+# -- the command line --------------------------------------------------------------------------------------
+
+def test_study_command_writes_the_lesion_json_other_tools_read(tmp_path, capsys):
+    from resnet_viz.cli import main
+
+    out = tmp_path / "lesion"
+    assert main(["study", "lesion", "bundled:resnet20", "--data", "synthetic", "--limit-per-class", "10",
+                 "--images", "40", "--draws", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Lesion study (Veit et al. 2016) on 20 images of synthetic (random) data" in printed  # 2 a class
+    found = json.loads((out / "lesion-resnet20.json").read_text())
+    assert set(found) >= {"baseline", "single", "random"}
+    assert found["single"][0]["block"] == "layer1.0" and 0 <= found["single"][0]["accuracy"] <= 1
+    assert found["random"][0]["k"] == 1 and isinstance(found["random"][0]["accuracy"], list)
+    assert {p.name for p in out.iterdir()} >= {"lesion.json", "lesion.csv", "lesion.html", "lesion-resnet20.dot"}
+    assert json.loads((out / "lesion.json").read_text())["results"]["resnet20"] == found
+
+
+def test_study_command_errors_are_one_sentence(tmp_path, capsys):
+    from resnet_viz.cli import main
+
+    assert main(["study", "lesion", "bundled:resnet20"]) == 2
+    assert capsys.readouterr().err.strip() == "error: the lesion study needs data: give a dataset (--data)"
+    assert main(["study", "erf"]) == 2
+    assert "name what to study" in capsys.readouterr().err
+    assert main(["study", "erf", "bundled:nothing"]) == 2
+    assert "nothing" in capsys.readouterr().err
+    assert main(["study", "degradation", "--data", "synthetic"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["study", "degradation", "--data", "synthetic", "--depths", "21", "--out", str(tmp_path)]) == 2
+    assert "depths 21" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_degradation_trains_plain_and_residual_with_one_recipe_and_draws_their_curves(tmp_path, capsys):
+    from resnet_viz.cli import main
+
+    assert main(["study", "degradation", "--data", "synthetic", "--limit-per-class", "8", "--depths", "20",
+                 "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "training plain20, resnet20 for 1 epochs each" in captured.err and "in all on this device" in captured.err
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert curves["networks"] == ["plain20", "resnet20"]
+    assert curves["residual"] == {"plain20": False, "resnet20": True}
+    settings = [json.loads((tmp_path / n / "metrics.json").read_text())["settings"] for n in ("plain20", "resnet20")]
+    assert settings[0] == settings[1]  # one recipe

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..io import csv_bytes, write_file
 from ..lab import STUDIES, LabSettings, run_study
 from ..lab.charts import figures, safe_name
+from ..lab.degradation import DEPTHS, degradation_configs, estimate, train_all
 from ..tracing import trace
+from ..training import TrainSettings
 from ..views import export
 from ..views.charts import charts_html
 from ..views.diagram import block_diagram
@@ -26,7 +30,9 @@ def register(sub) -> None:
     p = sub.add_parser("study", help="the Lab: gradients, curves, responses, lesion, erf, landscape",
                        description="Reproduce an experiment of the ResNet literature on trained networks. "
                        + " ".join(f"{s.name}: {s.title} ({s.paper}), of {WHAT[s.takes]}." for s in STUDIES.values()))
-    p.add_argument("name", choices=list(STUDIES), metavar="NAME", help=", ".join(STUDIES))
+    p.add_argument("name", choices=[*STUDIES, "degradation"], metavar="NAME", help=", ".join(STUDIES) + ", or "
+                   "degradation: train plain and residual networks at two depths with one recipe, then draw their "
+                   "curves (needs --data and --out)")
     p.add_argument("sources", nargs="*", metavar="CHECKPOINT", help="what to study (see above)")
     add_data_arguments(p, required=False)
     p.add_argument("--images", type=int, help="how many images (default: " + ", ".join(
@@ -36,13 +42,19 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=11, help="landscape: points along each axis of the surface")
     p.add_argument("--line-steps", type=int, default=21, help="landscape: points along the line")
     p.add_argument("--span", type=float, default=1.0, help="landscape: from -SPAN to SPAN along each direction")
-    p.add_argument("--batch-size", type=int, default=64, help="gradients: the batch (default 64)")
+    p.add_argument("--batch-size", type=int, help="gradients: the batch (default 64); degradation: the training "
+                   "batch (default: the device's, as train chooses it)")
+    p.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS),
+                   help="degradation: the depths (default 20 56; from 20, 32, 44, 56, 110)")
+    p.add_argument("--epochs", type=int, default=10, help="degradation: epochs for every network (default 10)")
     p.add_argument("--out", metavar="DIR", help="write JSON, CSV, HTML charts (and --image files) here")
     p.add_argument("--image", choices=("png", "svg"), help="also each chart as a static image (needs kaleido)")
     p.set_defaults(run=cmd_study)
 
 
 def cmd_study(args: argparse.Namespace) -> str:
+    if args.name == "degradation":
+        return cmd_degradation(args)
     study = STUDIES[args.name]
     if study.takes != "configs" and not args.sources:
         raise ConfigError(f"name what to study: {WHAT[study.takes]}")
@@ -50,13 +62,45 @@ def cmd_study(args: argparse.Namespace) -> str:
         raise ConfigError(f"the {args.name} study needs data: give a dataset (--data)")
     data = load_data(args) if args.data and study.data != "none" else None
     settings = LabSettings(images=args.images, seed=args.seed, draws=args.draws, steps=args.steps,
-                           line_steps=args.line_steps, span=args.span, batch_size=args.batch_size)
+                           line_steps=args.line_steps, span=args.span, batch_size=args.batch_size or 64)
     with progress_bar(study.title, leave=False) as bar:
         report = run_study(args.name, args.sources, data, settings, progress=bar.count)
     lines = [f"{study.title} ({study.paper}) on {report.data}", *report.summary_lines()]
     if args.out:
         lines += [f"wrote {path}" for path in write_report(report, Path(args.out), args.image)]
     return "\n".join(lines)
+
+
+def cmd_degradation(args: argparse.Namespace) -> str:
+    if not args.data or not args.out:
+        raise ConfigError("the degradation study trains networks: give a dataset (--data) and a folder (--out)")
+    data = load_data(args)
+    configs = degradation_configs(tuple(args.depths), len(data.classes))
+    settings = TrainSettings(epochs=args.epochs, seed=args.seed, device=args.device, batch_size=args.batch_size)
+    out = Path(args.out)
+    print(f"training {', '.join(c.name for c in configs)} for {args.epochs} epochs each on {data.describe()}: "
+          f"{estimate(configs, data, settings).describe()}", file=sys.stderr)
+    stopping = []
+
+    def on_signal(signum, frame) -> None:
+        if stopping:
+            raise KeyboardInterrupt
+        stopping.append(signum)
+        print("\nstopping: the current network is saved, the rest are left out (Ctrl-C again to abort)",
+              file=sys.stderr)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with progress_bar("training", leave=False) as bar:
+            results = train_all(configs, data, settings, out, on_start=lambda name: bar.tqdm.set_description(name),
+                                on_progress=bar.show, stop=lambda: bool(stopping))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    report = run_study("curves", [str(out / r.config.name) for r in results])
+    lines = [f"{r.config.name}: validation accuracy {r.val_acc:.2%} after {r.epochs_done:g} epochs, "
+             f"{r.train_seconds / 60:.1f} min" for r in results]
+    return "\n".join([*lines, *report.summary_lines(), *(f"wrote {p}" for p in write_report(report, out))])
 
 
 def report_files(report, image: str | None = None) -> dict[str, bytes]:

@@ -39,7 +39,8 @@ def history_of(source: str) -> tuple[str, str, bool, list[dict]]:
         raise ConfigError(f"{path} is not the metrics.json of a training run ({type(e).__name__})") from None
     if not isinstance(history, list):
         raise ConfigError(f"{path} is not the metrics.json of a training run (no history)")
-    return f"{path.parent.name}/{network}", network, residual, history
+    folder = path.parent.name
+    return (network if folder == network else f"{folder}/{network}"), network, residual, history
 
 
 def curve_rows(sources: list[str]) -> tuple[list[dict], dict[str, bool]]:

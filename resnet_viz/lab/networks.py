@@ -54,7 +54,7 @@ def label_of(checkpoint: str, config: ResNetConfig) -> str:
     if is_bundled(checkpoint):
         return checkpoint.removeprefix(PREFIX)
     folder = Path(checkpoint).parent.name
-    return f"{folder}/{config.name}" if folder else config.name
+    return f"{folder}/{config.name}" if folder and folder != config.name else config.name
 
 
 def open_networks(checkpoints: list[str], device: torch.device | str = "cpu") -> list[Network]:
