@@ -29,7 +29,7 @@ from resnet_viz.formatting import human_bytes
 from resnet_viz.io import csv_bytes
 from resnet_viz.jobs import StudyJob
 from resnet_viz.lab import DEPTH_PAIRS, STUDIES, LabReport, LabSettings, run_study
-from resnet_viz.lab.charts import figures
+from resnet_viz.lab.charts import figures, safe_name
 from resnet_viz.limits import limits, over
 from resnet_viz.views.charts import charts_html
 
@@ -78,7 +78,7 @@ with st.form("lab", border=True):
     i, j, k, _ = st.columns(4)
     steps = i.number_input("Surface points a side (landscape)", 2, 51, 11, key="lab_steps",
                            disabled=name != "landscape")
-    line_steps = j.number_input("Line points (landscape)", 2, 51, 21, key="lab_line", disabled=name != "landscape")
+    line_steps = j.number_input("Line points (landscape)", 2, 51, 11, key="lab_line", disabled=name != "landscape")
     span = k.number_input("Span ± (landscape)", 0.05, 10.0, 1.0, step=0.25, key="lab_span",
                           disabled=name != "landscape")
     go = st.form_submit_button("Run", type="primary", disabled=running, icon=":material/play_arrow:")
@@ -119,7 +119,7 @@ def lab_job() -> StudyJob:
     settings = LabSettings(images=int(images), seed=int(seed), draws=int(draws), steps=int(steps),
                            line_steps=int(line_steps), span=float(span), batch_size=int(batch))
     job = StudyJob(lambda progress: run_study(name, picked or list(DEPTH_PAIRS),
-                                              load_dataset(spec) if spec else None, settings, progress))
+                                              load_dataset(spec) if spec else None, settings, progress), "lab")
     job.temporary += [folder] if folder else []
     job.uses += [Path(p).parent for p in picked if isinstance(p, str) and p.endswith(".pt") and folder is None]
     return job
@@ -142,8 +142,14 @@ def show(report: LabReport) -> None:
     st.caption(f"{report.info.title} ({report.info.paper}) · {report.data}")
     for line in report.summary_lines():
         st.markdown(f"- {line}")
-    for key, fig in figures(report).items():
+    drawn = figures(report)
+    shared = {k: f for k, f in drawn.items() if not any(k.endswith(f"-{safe_name(n)}") for n in report.networks)}
+    for key, fig in shared.items():
         st.plotly_chart(fig, width="stretch", key=f"lab-{key}")
+    own = sorted((k, f) for k, f in drawn.items() if k not in shared)  # one per network: side by side, two a row
+    for start in range(0, len(own), 2):
+        for column, (key, fig) in zip(st.columns(2), own[start:start + 2]):
+            column.plotly_chart(fig, width="stretch", key=f"lab-{key}")
     if report.study == "lesion":
         columns = st.columns(min(len(report.networks), 3))
         for column, net in zip(columns * 2, report.networks):

@@ -1,7 +1,7 @@
 """Long work in a background thread, for a UI to poll: a job never calls the UI, the UI reads snapshots.
 
 ``BackgroundJob`` holds the thread, the lock and the snapshot; ``TrainingJob`` trains a network and
-``StudyJob`` runs any function that reports progress (a quantization study). ``JobManager`` owns every job of
+``StudyJob`` runs any function that reports progress (a quantization or Lab study). ``JobManager`` owns every job of
 a server: how many run at once (the rest wait in line), whose each one is, and when it is stopped because its
 owner has gone."""
 
@@ -204,11 +204,11 @@ class StudyState(JobState):
 
 
 class StudyJob(BackgroundJob):
-    """``work(progress)`` in the background; its return value becomes the snapshot's ``report``."""
+    """``work(progress)`` in the background; its return value becomes the snapshot's ``report``. ``name`` names
+    its thread (a quantization study, a Lab study)."""
 
-    name = "quantization"
-
-    def __init__(self, work: Callable[[Callable[[int, int], None]], Any]):
+    def __init__(self, work: Callable[[Callable[[int, int], None]], Any], name: str = "study"):
+        self.name = name
         super().__init__(StudyState())
         self._work_fn = work
 

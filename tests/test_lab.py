@@ -23,9 +23,10 @@ from resnet_viz.lab.erf import effective_fields
 from resnet_viz.lab.gradients import init_gradients
 from resnet_viz.lab.landscape import Walker, direction, loss_landscape
 from resnet_viz.lab.lesion import Bypass, Lesion, blocks_of, lesion_study, why_not_removable
+from resnet_viz.lab.networks import inference_copy, study_images
 from resnet_viz.lab.responses import layer_responses, three_by_three
 from resnet_viz.model import build_model
-from resnet_viz.training import evaluate
+from resnet_viz.training import evaluate, load_checkpoint
 
 
 def warmed(name: str, seed: int = 0, size: int = 32) -> torch.nn.Module:
@@ -89,25 +90,33 @@ def test_lesion_with_nothing_removed_equals_evaluate(data):
     assert found["images"] == len(data.val)
 
 
-def test_each_single_lesion_equals_the_network_rebuilt_without_that_branch(data):
-    """The study runs only the blocks after the removed one, from cached inputs; a whole forward through a copy of
-    the network with the block swapped for its bypass must give the same logits and accuracy."""
-    model = warmed("resnet20", seed=1)
-    x, y = normalised(data)
-    found = lesion_study(model, x, y, draws=1, batch_size=40)
-    lesion = Lesion.of(model)
-    inputs = lesion.block_inputs(x)
-    for i, (name, _) in enumerate(blocks_of(model)):
+def test_every_lesion_equals_the_network_rebuilt_without_those_branches():
+    """The study walks the lesions as a tree, sharing what they have in common, on a copy with its batch norms
+    folded; a whole forward through the original network with the removed blocks swapped for their bypasses must
+    get the same images right. On the shipped ResNet-20 and the sample images, so that lesions matter."""
+    model, _, meta = load_checkpoint("bundled:resnet20")
+    images, labels, _ = study_images(None, 100)
+    mean, std = torch.tensor(meta["mean"]).view(1, -1, 1, 1), torch.tensor(meta["std"]).view(1, -1, 1, 1)
+    x = (images.float() / 255 - mean) / std
+    found = lesion_study(model, x, labels, draws=2, seed=3, batch_size=30)
+    names = [name for name, _ in blocks_of(model)]
+
+    def rebuilt(removed: list[str]) -> float:
         copy_ = copy.deepcopy(model)
-        stage, index = name.split(".")
-        getattr(copy_, stage)[int(index)] = Bypass(getattr(copy_, stage)[int(index)])
+        for name in removed:
+            stage, index = name.split(".")
+            getattr(copy_, stage)[int(index)] = Bypass(getattr(copy_, stage)[int(index)])
         with torch.no_grad():
-            logits = copy_(x)
-        torch.testing.assert_close(lesion.logits(inputs, frozenset((i,))), logits, rtol=1e-5, atol=1e-5)
-        assert found["single"][i]["block"] == name
-        assert found["single"][i]["accuracy"] == int((logits.argmax(1) == y).sum()) / len(y)
-    with torch.no_grad():
-        assert not torch.allclose(lesion.logits(inputs, frozenset((4,))), model(x))  # a lesion changes the logits
+            return int((copy_(x).argmax(1) == labels).sum()) / len(labels)
+
+    assert found["baseline"] == rebuilt([]) == 0.88
+    for row in found["single"]:
+        assert row["accuracy"] == rebuilt([row["block"]]), row["block"]
+    for k in found["random"][1:]:
+        for accuracy, removed in zip(k["accuracy"], k["removed"]):
+            assert accuracy == rebuilt(removed), removed
+    assert len({row["accuracy"] for row in found["single"]}) > 3  # the lesions do differ
+    assert [r["block"] for r in found["single"]] == names
 
 
 def test_lesion_json_names_blocks_and_random_draws(data):
@@ -133,6 +142,18 @@ def test_a_plain_networks_lesion_skips_the_blocks_that_change_shape(data):
     assert all(r["accuracy"] is None for r in found["single"] if not r["removable"])
     assert [k["k"] for k in found["random"]] == list(range(1, 8))
     assert Lesion.of(model).model is not model  # the caller's network is never changed
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preresnet20", "cifar-resnet18", "plain20"])
+def test_the_inference_copy_folds_batch_norms_and_computes_the_same(name):
+    model = warmed(name)
+    fast = inference_copy(model)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert left == (10 if name == "preresnet20" else 0)  # a pre-activation block's input BN has no conv before it
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
 
 
 # -- effective receptive field ------------------------------------------------------------------------------
@@ -192,6 +213,16 @@ def test_the_landscape_at_the_origin_is_the_unchanged_networks_loss(data):
     walker.move([(0.3, direction(walker.model, torch.Generator().manual_seed(1)))])
     walker.move([])
     assert all(torch.equal(p, model.state_dict()[n]) for n, p in walker.model.named_parameters())
+
+
+def test_the_line_shares_the_surfaces_middle_row(data):
+    model = warmed("plain20")
+    x, y = normalised(data, "train")
+    found = loss_landscape(model, x[:16], y[:16], span=1.0, steps=5, line_steps=5)
+    assert found["points"] == 25  # the line costs nothing more
+    assert found["line"]["loss"] == found["surface"]["loss"][2]
+    finer = loss_landscape(model, x[:16], y[:16], span=1.0, steps=5, line_steps=9)
+    assert finer["points"] == 29 and finer["line"]["loss"][::2] == found["line"]["loss"]
 
 
 def test_landscape_settings_are_checked():

@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random draws: lesion sets, landscape directions, weights")
     p.add_argument("--draws", type=int, default=4, help="lesion: random sets of k blocks for each k (default 4)")
     p.add_argument("--steps", type=int, default=11, help="landscape: points along each axis of the surface")
-    p.add_argument("--line-steps", type=int, default=21, help="landscape: points along the line")
+    p.add_argument("--line-steps", type=int, default=11, help="landscape: points along the line (default 11: the "
+                   "surface's middle row, at no extra cost)")
     p.add_argument("--span", type=float, default=1.0, help="landscape: from -SPAN to SPAN along each direction")
     p.add_argument("--batch-size", type=int, help="gradients: the batch (default 64); degradation: the training "
                    "batch (default: the device's, as train chooses it)")

@@ -9,7 +9,6 @@ identity too (the chain of layers is cut), one that changes the shape cannot be 
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..model import BLOCK_CLASSES, PreActBlock, ResNet, branch_end
+from .networks import inference_copy
 
 
 class Bypass(nn.Module):
@@ -72,40 +72,42 @@ class Lesion:
     names: list[str]
     blocks: list[nn.Module]
     bypass: list[nn.Module | None]  # None where the block cannot be removed
+    reasons: list[str | None]  # why not, where it cannot
 
     @classmethod
     def of(cls, model: nn.Module) -> Lesion:
         if not isinstance(model, ResNet):
             raise ConfigError("the lesion study needs a network built by resnet_viz (a stem, blocks and a head)")
-        model = copy.deepcopy(model).float().eval()  # never the caller's: pages share their networks
+        reasons = [why_not_removable(b) for _, b in blocks_of(model)]
+        model = inference_copy(model)  # never the caller's (pages share their networks), with BN folded
         found = blocks_of(model)
         return cls(model, [n for n, _ in found], [b for _, b in found],
-                   [Bypass(b) if why_not_removable(b) is None else None for _, b in found])
+                   [Bypass(b) if why is None else None for (_, b), why in zip(found, reasons)], reasons)
 
     @property
     def removable(self) -> list[int]:
         return [i for i, b in enumerate(self.bypass) if b is not None]
 
     @torch.no_grad()
-    def block_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The input of every block of the whole network, and the last block's output at the end."""
-        h, seen = self.model.stem(x), []
-        for block in self.blocks:
-            seen.append(h)
-            h = block(h)
-        return [*seen, h]
+    def correct(self, x: torch.Tensor, y: torch.Tensor, variants: list[frozenset[int]]) -> dict[frozenset[int], int]:
+        """How many of the images each variant (a set of removed blocks) gets right. The variants are walked as a
+        tree: those that agree on the first i blocks share their computation up to block i, so each block runs
+        once for every distinct way of getting to it."""
+        counts: dict[frozenset[int], int] = {}
 
-    @torch.no_grad()
-    def logits(self, inputs: list[torch.Tensor], removed: frozenset[int]) -> torch.Tensor:
-        """The logits with the blocks in ``removed`` bypassed, from the whole network's block inputs (the blocks
-        before the first removed one are not run again)."""
-        if not removed:
-            return self.model.head(inputs[-1])
-        start = min(removed)
-        h = inputs[start]
-        for i in range(start, len(self.blocks)):
-            h = self.bypass[i](h) if i in removed else self.blocks[i](h)
-        return self.model.head(h)
+        def walk(h: torch.Tensor, i: int, group: list[frozenset[int]]) -> None:
+            if i == len(self.blocks):
+                hits = int((self.model.head(h).argmax(1) == y).sum())
+                counts.update(dict.fromkeys(group, hits))
+                return
+            keep, drop = [v for v in group if i not in v], [v for v in group if i in v]
+            if keep:
+                walk(self.blocks[i](h), i + 1, keep)
+            if drop:
+                walk(self.bypass[i](h), i + 1, drop)
+
+        walk(self.model.stem(x.contiguous(memory_format=torch.channels_last)), 0, variants)
+        return counts
 
 
 def random_sets(removable: list[int], draws: int, seed: int) -> dict[int, list[frozenset[int]]]:
@@ -127,7 +129,7 @@ def random_sets(removable: list[int], draws: int, seed: int) -> dict[int, list[f
 
 
 def lesion_study(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, draws: int = 4, seed: int = 0,
-                 batch_size: int = 500, progress: Callable[[int, int], None] | None = None) -> dict:
+                 batch_size: int = 100, progress: Callable[[int, int], None] | None = None) -> dict:
     """Validation accuracy with nothing removed, with each block removed alone, and with k random blocks removed
     (``draws`` sets for each k). ``images`` are normalised float images. Accuracies are fractions."""
     if draws < 1:
@@ -140,15 +142,14 @@ def lesion_study(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, d
     batches = math.ceil(len(images) / batch_size)
     for b in range(batches):
         x, y = images[b * batch_size:(b + 1) * batch_size], labels[b * batch_size:(b + 1) * batch_size]
-        inputs = lesion.block_inputs(x)
-        for j, removed in enumerate(wanted, 1):
-            correct[removed] += int((lesion.logits(inputs, removed).argmax(1) == y).sum())
-            if progress:
-                progress(b * len(wanted) + j, batches * len(wanted))
+        for removed, hits in lesion.correct(x, y, wanted).items():
+            correct[removed] += hits
+        if progress:
+            progress(b + 1, batches)
     share = {removed: hits / len(images) for removed, hits in correct.items()}
     single = []
     for i, name in enumerate(lesion.names):
-        reason = why_not_removable(lesion.blocks[i])
+        reason = lesion.reasons[i]
         single.append({"block": name, "accuracy": share.get(frozenset((i,))), "removable": reason is None,
                        **({"why_not": reason} if reason else {})})
     return {"baseline": share[frozenset()], "images": len(images), "draws": draws, "seed": seed, "single": single,

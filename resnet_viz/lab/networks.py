@@ -3,6 +3,7 @@ network was trained."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +113,61 @@ def study_images(data: Dataset | None, count: int, split: str = "val") -> tuple[
         raise ConfigError(f"the {'validation' if split == 'val' else 'training'} split has no images")
     index = spread(count, len(images))
     return images[index], labels[index], f"{len(index):,} images of {where}"
+
+
+def _fold_pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """(conv, BN) attribute pairs of ``module`` where the BN normalises that conv's output and nothing else."""
+    if isinstance(module, nn.Sequential) and len(module) == 2 and isinstance(module[0], nn.Conv2d) \
+            and isinstance(module[1], nn.BatchNorm2d):
+        return [("0", "1")]  # a projection shortcut: conv, then BN
+    if hasattr(module, "conv_norm_pairs"):  # a pre-activation block: conv_i → bn_(i+1)
+        return list(module.conv_norm_pairs)
+    if isinstance(module, BLOCK_CLASSES) or hasattr(module, "stages"):  # post-activation block, or the stem
+        return [(f"conv{i}", f"bn{i}") for i in (1, 2, 3)]
+    return []
+
+
+def folded_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """The full names of each (conv, BN) pair ``inference_copy`` folds into one conv."""
+    pairs = []
+    for prefix, module in model.named_modules():
+        for conv_name, bn_name in _fold_pairs(module):
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                pairs.append((f"{prefix}.{conv_name}".lstrip("."), f"{prefix}.{bn_name}".lstrip(".")))
+    return pairs
+
+
+@torch.no_grad()
+def inference_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` for evaluation only: each batch norm that directly follows a conv folded into it (the
+    same outputs in eval mode, to rounding), in channels-last memory; about 1.3× faster on a CPU."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fast = copy.deepcopy(model).float().eval()
+    for conv_name, bn_name in folded_pairs(fast):
+        parent, _, conv_leaf = conv_name.rpartition(".")
+        module = fast.get_submodule(parent)
+        setattr(module, conv_leaf, fuse_conv_bn_eval(fast.get_submodule(conv_name), fast.get_submodule(bn_name)))
+        setattr(module, bn_name.rpartition(".")[2], nn.Identity())
+    return fast.to(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def refold(fast: nn.Module, model: nn.Module, pairs: list[tuple[str, str]]) -> None:
+    """Set ``fast`` (an ``inference_copy`` of a network like ``model``) to ``model``'s current weights, folding
+    each pair again, without copying the network."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    own = dict(model.named_parameters())
+    folded = set()
+    for conv_name, bn_name in pairs:
+        conv, bn, target = model.get_submodule(conv_name), model.get_submodule(bn_name), fast.get_submodule(conv_name)
+        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                            bn.weight, bn.bias)
+        target.weight.copy_(weight)
+        target.bias.copy_(bias)
+        folded |= {f"{conv_name}.weight", f"{conv_name}.bias"}
+    for name, p in fast.named_parameters():
+        if name not in folded:
+            p.copy_(own[name])

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .networks import inference_copy
+
 
 def three_by_three(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name of the 3×3 conv, the module whose output is its response), in network order."""
@@ -31,39 +33,37 @@ def three_by_three(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 @torch.no_grad()
-def layer_responses(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
+def layer_responses(model: nn.Module, images: torch.Tensor, batch_size: int = 250,
                     progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """One row per 3×3 conv, in network order: its name, where its response is read, and the standard deviation
-    of that response over every image, channel and position (eval mode: the trained BN statistics)."""
-    layers = three_by_three(model)
-    sums = {name: torch.zeros(3, dtype=torch.float64) for name, _ in layers}  # count, sum, sum of squares
-    handles = []
+    of that response over every image, channel and position (eval mode: the trained BN statistics).
+
+    The forward runs on a copy with each BN folded into its conv: the BN's place (an identity there) then gives
+    the folded conv's output, which is the BN's output."""
+    names = {id(m): n for n, m in model.named_modules()}
+    layers = [(name, names[id(module)]) for name, module in three_by_three(model)]
+    fast = inference_copy(model)
+    parts: dict[str, list[tuple[int, float, float]]] = {name: [] for name, _ in layers}  # per batch: n, var, mean
 
     def keep(name: str):
         def hook(module, inputs, output):  # read at once: a ReLU may change the output in place afterwards
-            o = output.detach().double()
-            sums[name] += torch.stack([torch.tensor(float(o.numel()), dtype=torch.float64), o.sum(), o.square().sum()])
+            var, mean = torch.var_mean(output.detach().float(), correction=0)
+            parts[name].append((output.numel(), float(var), float(mean)))
         return hook
 
-    was_training = model.training
-    try:
-        for name, module in layers:
-            handles.append(module.register_forward_hook(keep(name)))
-        model.eval()
-        batches = max(1, -(-len(images) // batch_size))
-        for b in range(batches):
-            model(images[b * batch_size:(b + 1) * batch_size])
-            if progress:
-                progress(b + 1, batches)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    names = {id(m): n for n, m in model.named_modules()}
-    rows = []
-    for index, (name, module) in enumerate(layers, 1):
-        n, total, squares = (float(v) for v in sums[name])
-        mean = total / n
-        rows.append({"index": index, "layer": name, "read_at": names[id(module)],
-                     "std": max(squares / n - mean * mean, 0.0) ** 0.5})
-    return rows
+    for name, read_at in layers:
+        fast.get_submodule(read_at).register_forward_hook(keep(name))  # the copy goes with its hooks
+    batches = max(1, -(-len(images) // batch_size))
+    for b in range(batches):
+        fast(images[b * batch_size:(b + 1) * batch_size].contiguous(memory_format=torch.channels_last))
+        if progress:
+            progress(b + 1, batches)
+    return [{"index": index, "layer": name, "read_at": read_at, "std": _pooled_std(parts[name])}
+            for index, (name, read_at) in enumerate(layers, 1)]
+
+
+def _pooled_std(parts: list[tuple[int, float, float]]) -> float:
+    """The standard deviation over all batches together, from each batch's count, variance and mean."""
+    n = sum(count for count, _, _ in parts)
+    mean = sum(count * m for count, _, m in parts) / n
+    return (sum(count * (var + (m - mean) ** 2) for count, var, m in parts) / n) ** 0.5

@@ -38,7 +38,7 @@ class LabSettings:
     seed: int = 0
     draws: int = 4  # lesion: random sets of k blocks for each k
     steps: int = 11  # landscape: points along each axis of the surface
-    line_steps: int = 21  # landscape: points along the line
+    line_steps: int = 11  # landscape: points along the line (on the surface's middle row when equal to steps)
     span: float = 1.0  # landscape: from -span to span along each direction
     batch_size: int = 64  # gradients at initialisation: the batch
 

@@ -62,8 +62,20 @@ PAGES = (
     AppPage("quantize", "/quantize", ('[data-testid="stMain"] [data-testid="stAlertContentInfo"]',
                                       '[data-testid="stSidebar"] [data-testid="stDataFrame"] canvas')),
     AppPage("inside", "/inside", (PLOTLY_DRAWN, GRAPHVIZ_NODES, '[data-testid="stMain"] [data-testid="stImage"] img')),
+    AppPage("lab", "/lab", ('[data-testid="stMain"] [data-testid="stAlertContentInfo"]',
+                            '[data-testid="stMain"] [data-testid="stMultiSelect"]')),
 )
 TRAINING_DONE = '[data-testid="stAlertContentSuccess"]'
+
+
+def run_lab_study(page: Page, study: str | None = None) -> None:
+    """On the Lab page: pick a study (or keep the one shown), run it, and wait for its first chart."""
+    if study:
+        page.get_by_test_id("stSelectbox").filter(has_text="Study").click()
+        page.get_by_role("option", name=study).click()
+        page.wait_for_timeout(500)
+    page.get_by_role("button", name="Run").click()
+    page.locator(PLOTLY_DRAWN).first.wait_for(timeout=LOAD_TIMEOUT_MS)
 
 
 def run_short_training(page: Page) -> None:

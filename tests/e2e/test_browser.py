@@ -24,6 +24,7 @@ from tests.e2e.browser import (
     full_page_screenshot,
     new_page,
     open_page,
+    run_lab_study,
     run_short_training,
     wait_for_app_idle,
 )
@@ -191,6 +192,17 @@ def test_inside_opens_the_shipped_resnet20_on_a_sample_image(page: Page, app_url
     assert_graphviz_drawn(page, "layer3.2")
     assert_no_errors(page, page_errors, refused_requests)
     screenshot(page, inside)
+
+
+def test_the_lab_draws_gradients_at_initialisation_plain_against_residual(
+        page: Page, app_url: str, page_errors: list[str], refused_requests: list[str]) -> None:
+    lab = visit(page, app_url, "lab")
+    assert_title(page, "Lab")
+    run_lab_study(page)
+    expect(page.locator(PLOTLY_CHART)).to_have_count(1)
+    expect(page.get_by_text("plain110: ‖∂L/∂W‖")).to_be_visible()
+    assert_no_errors(page, page_errors, refused_requests)
+    screenshot(page, lab)
 
 
 # -- the config in the URL and the sidebar --------------------------------------------------------------------------
