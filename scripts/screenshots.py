@@ -1,5 +1,6 @@
 """Screenshots of every page of the app for the README: docs/overview.png, layers.png, diagram.png, compare.png,
-train.png (after a short run on synthetic data), quantize.png, inside.png and inside-blocks.png.
+train.png (after a short run on synthetic data), quantize.png, inside.png, inside-blocks.png, lab.png
+(gradients at initialisation) and lab-erf.png.
 
     .venv/bin/python scripts/screenshots.py [--out docs] [--only inside ...]
 
@@ -29,6 +30,7 @@ from tests.e2e.browser import (  # noqa: E402
     chromium,
     new_page,
     open_page,
+    run_lab_study,
     run_short_training,
     streamlit_server,
 )
@@ -41,9 +43,15 @@ def save_page(page: Page, base_url: str, app_page: AppPage, out_dir: Path) -> Pa
     open_page(page, base_url, app_page)
     if app_page.name == "train":  # a finished run shows what the page is for
         run_short_training(page)
+    if app_page.name == "lab":  # and a finished study
+        run_lab_study(page, "Gradients at initialisation (He et al. 2016, Sec. 4.2; Balduzzi et al. 2017)")
     path = out_dir / f"{app_page.name}.png"
     page.wait_for_timeout(2000)  # widget code the browser loads on first use (radios, number inputs) draws late
     page.screenshot(path=str(path))
+    if app_page.name == "lab":  # the effective receptive field of the shipped networks, on the sample images
+        run_lab_study(page, "Effective receptive field (Luo et al. 2016)")
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(out_dir / "lab-erf.png"))
     if app_page.name == "inside":  # and what only this page shows: each block's x, F(x) and sum, where it looks
         page.get_by_role("heading", name="Residual learning, block by block").evaluate(
             "heading => heading.scrollIntoView({block: 'start'})")

@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 from .studies import LabReport
 
 COLOURS = qualitative.D3
-MAX_HEATMAP_COLUMNS = 4
+MAX_HEATMAP_COLUMNS = 2  # the figures of two networks stand side by side
 
 
 def _style(report: LabReport) -> dict[str, dict]:
@@ -110,7 +110,7 @@ def erf_figures(report: LabReport) -> dict[str, go.Figure]:
         stages = found["stages"]
         cols = min(len(stages), MAX_HEATMAP_COLUMNS)
         rows = math.ceil(len(stages) / cols)
-        fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.04, vertical_spacing=0.12, subplot_titles=[
+        fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.06, vertical_spacing=0.1, subplot_titles=[
             f"{s['stage']}: 50% in {s['erf_50']}², 90% in {s['erf_90']}²" for s in stages])
         for i, stage in enumerate(stages):
             r, c = i // cols + 1, i % cols + 1
@@ -123,8 +123,8 @@ def erf_figures(report: LabReport) -> dict[str, go.Figure]:
             fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i + 1 if i else ''}", showticklabels=False,
                              row=r, col=c)
             fig.update_xaxes(showticklabels=False, row=r, col=c)
-        _layout(fig, f"{net} ({_kind(report, net)}): effective receptive field of each stage's centre unit "
-                     "(red: the theoretical field, clipped to the image)", "", "", height=320 * rows + 80)
+        _layout(fig, f"{net} ({_kind(report, net)}): effective receptive fields<br><sup>each stage's centre unit; "
+                     "red: the theoretical field, clipped to the image</sup>", "", "", height=300 * rows + 100)
         figures[f"erf-{safe_name(net)}"] = fig
     return figures
 

@@ -68,14 +68,22 @@ PAGES = (
 TRAINING_DONE = '[data-testid="stAlertContentSuccess"]'
 
 
-def run_lab_study(page: Page, study: str | None = None) -> None:
-    """On the Lab page: pick a study (or keep the one shown), run it, and wait for its first chart."""
-    if study:
-        page.get_by_test_id("stSelectbox").filter(has_text="Study").click()
+def run_lab_study(page: Page, study: str) -> None:
+    """On the Lab page: pick a study by its title in the menu, run it, wait for its results, and scroll them into
+    view."""
+    box = page.get_by_test_id("stSelectbox").filter(has_text="Study")
+    if study not in box.inner_text():
+        box.scroll_into_view_if_needed()
+        box.locator("input").click()
+        box.locator("input").fill(study.split(" (")[0])
         page.get_by_role("option", name=study).click()
         page.wait_for_timeout(500)
     page.get_by_role("button", name="Run").click()
+    results = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').filter(
+        has_text=f"{study} ·")
+    results.wait_for(timeout=LOAD_TIMEOUT_MS)
     page.locator(PLOTLY_DRAWN).first.wait_for(timeout=LOAD_TIMEOUT_MS)
+    results.evaluate("caption => caption.scrollIntoView({block: 'start'})")
 
 
 def run_short_training(page: Page) -> None:

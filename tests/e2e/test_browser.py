@@ -198,7 +198,7 @@ def test_the_lab_draws_gradients_at_initialisation_plain_against_residual(
         page: Page, app_url: str, page_errors: list[str], refused_requests: list[str]) -> None:
     lab = visit(page, app_url, "lab")
     assert_title(page, "Lab")
-    run_lab_study(page)
+    run_lab_study(page, "Gradients at initialisation (He et al. 2016, Sec. 4.2; Balduzzi et al. 2017)")
     expect(page.locator(PLOTLY_CHART)).to_have_count(1)
     expect(page.get_by_text("plain110: ‖∂L/∂W‖")).to_be_visible()
     assert_no_errors(page, page_errors, refused_requests)
