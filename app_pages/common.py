@@ -22,7 +22,7 @@ from torch import nn
 
 from resnet_viz import ResNetConfig, Trace, trace
 from resnet_viz.caches import SizedLRU
-from resnet_viz.errors import CheckpointError
+from resnet_viz.errors import CheckpointError, ConfigError
 from resnet_viz.formatting import human_bytes
 from resnet_viz.jobs import BackgroundJob, JobManager
 from resnet_viz.limits import limits, over
@@ -266,6 +266,34 @@ def downloads(name: str, files: dict[str, Callable[[], bytes | str]], key: str) 
 
 
 # -- trained networks ------------------------------------------------------------------------------
+
+def keep_upload(upload, prefix: str) -> tuple[str, Path]:
+    """An uploaded checkpoint for a background job: size-checked, then written to a folder of its own, which the
+    job deletes when it ends (the job reads the file with ``weights_only=True``). Its path, and the folder."""
+    if upload.size > (most := limits().upload_bytes):
+        raise ConfigError(f"the uploaded checkpoint is {human_bytes(upload.size)}, over {over('upload_bytes', most)}")
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        (folder / "checkpoint.pt").write_bytes(upload.getvalue())
+    except OSError as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ConfigError(f"cannot keep the uploaded checkpoint on this server ({e.strerror})") from None
+    return str(folder / "checkpoint.pt"), folder
+
+
+def study_progress(job: BackgroundJob, snap, key: str) -> bool:
+    """A study's Stop button while it runs, its progress bar, and the sentence of one that failed or was stopped;
+    True once its report is there to show."""
+    if not job.ended():
+        st.button("Stop", on_click=manager().stop, args=(job,), icon=":material/stop:", key=key,
+                  help="End the study at its next step; what it found so far is not kept")
+    st.progress(min(snap.progress, 1.0), text=job_status(job, snap))
+    if snap.status == "failed":
+        st.error(sentence(snap.message))
+    elif snap.status == "stopped":
+        st.info(sentence(snap.message))
+    return snap.status not in ("failed", "stopped") and getattr(snap, "report", None) is not None
+
 
 def last_run_checkpoint() -> str | None:
     """The checkpoint of this person's last finished training run, while its folder is still there."""

@@ -1,8 +1,6 @@
 """Lab: the experiments of the ResNet literature, live on the networks shipped, trained or uploaded here."""
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -13,24 +11,22 @@ from app_pages.common import (
     config,
     data_source,
     downloads,
-    job_status,
-    manager,
+    keep_upload,
     my_job,
     painted_source,
     polling,
     sentence,
+    study_progress,
     submit,
     trained_networks,
     where_data_lies,
 )
 from resnet_viz import PRESETS, ConfigError, ResNetVizError
 from resnet_viz.data import load_dataset
-from resnet_viz.formatting import human_bytes
 from resnet_viz.io import csv_bytes
 from resnet_viz.jobs import StudyJob
 from resnet_viz.lab import DEPTH_PAIRS, STUDIES, LabReport, LabSettings, run_study
 from resnet_viz.lab.charts import figures, safe_name
-from resnet_viz.limits import limits, over
 from resnet_viz.views.charts import charts_html
 
 SAMPLES = "samples"
@@ -98,15 +94,8 @@ def sources() -> tuple[list, Path | None]:
         return picked, None
     if upload is None:
         raise ConfigError("upload a checkpoint, or take 'upload a checkpoint' out of the networks")
-    if upload.size > (most := limits().upload_bytes):
-        raise ConfigError(f"the uploaded checkpoint is {human_bytes(upload.size)}, over {over('upload_bytes', most)}")
-    folder = Path(tempfile.mkdtemp(prefix="resnet-viz-lab-"))
-    try:
-        (folder / "checkpoint.pt").write_bytes(upload.getvalue())  # read with weights_only=True by the study
-    except OSError as e:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise ConfigError(f"cannot keep the uploaded checkpoint on this server ({e.strerror})") from None
-    return [*picked, str(folder / "checkpoint.pt")], folder
+    checkpoint, folder = keep_upload(upload, "resnet-viz-lab-")
+    return [*picked, checkpoint], folder
 
 
 def lab_job() -> StudyJob:
@@ -166,15 +155,7 @@ def show(report: LabReport) -> None:
 
 @polling("lab", "Pick a study and its networks above, then Run.")
 def results(job: StudyJob, snap) -> None:
-    if not job.ended():
-        st.button("Stop", on_click=manager().stop, args=(job,), icon=":material/stop:", key="lab_stop",
-                  help="End the study at its next step; what it found so far is not kept")
-    st.progress(min(snap.progress, 1.0), text=job_status(job, snap))
-    if snap.status == "failed":
-        st.error(sentence(snap.message))
-    elif snap.status == "stopped":
-        st.info(sentence(snap.message))
-    elif snap.report is not None:
+    if study_progress(job, snap, "lab_stop"):
         show(snap.report)
 
 

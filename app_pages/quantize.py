@@ -1,8 +1,6 @@
 """Quantize: how a trained network fares with fewer bits, layer by layer, and after a short fine-tune."""
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -12,21 +10,19 @@ from app_pages.common import (
     DATA_SOURCES,
     data_source,
     downloads,
-    job_status,
-    manager,
+    keep_upload,
     my_job,
     painted_source,
     polling,
     sentence,
+    study_progress,
     submit,
     trained_networks,
     where_data_lies,
 )
 from resnet_viz import ConfigError, ResNetVizError
 from resnet_viz.data import load_dataset
-from resnet_viz.formatting import human_bytes
 from resnet_viz.jobs import StudyJob
-from resnet_viz.limits import limits, over
 from resnet_viz.quantization.reports import Int8Report, QatReport, SensitivityReport, SweepReport
 from resnet_viz.quantization.studies import MODES, run_study
 from resnet_viz.views.charts import accuracy_vs_bits
@@ -69,19 +65,11 @@ def study() -> StudyJob:
         checkpoint, folder = networks[which], None
     elif upload is None:
         raise ConfigError("upload a checkpoint, pick a shipped network, or train one on the Train page first")
-    elif upload.size > (most := limits().upload_bytes):
-        raise ConfigError(f"the uploaded checkpoint is {human_bytes(upload.size)}, over {over('upload_bytes', most)}")
-    else:  # a file of our own, read with weights_only=True by run_study
-        folder = Path(tempfile.mkdtemp(prefix="resnet-viz-q-"))
-        checkpoint = str(folder / "checkpoint.pt")
-        try:
-            Path(checkpoint).write_bytes(upload.getvalue())
-        except OSError as e:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise ConfigError(f"cannot keep the uploaded checkpoint on this server ({e.strerror})") from None
+    else:
+        checkpoint, folder = keep_upload(upload, "resnet-viz-q-")
     job = StudyJob(lambda progress: run_study(
         checkpoint, load_dataset(spec, limit_per_class=int(limit) or None), mode, widths, int(epochs),
-        progress=progress))
+        progress=progress), "quantization")
     job.temporary += [folder] if folder else []
     if not checkpoint.startswith("bundled:"):
         job.uses.append(Path(checkpoint).parent)
@@ -149,19 +137,9 @@ SHOW = {Int8Report: show_int8, SweepReport: show_sweep, SensitivityReport: show_
 
 @polling("quantization", "Pick a trained network and a study above.")
 def results(job: StudyJob, snap) -> None:
-    if not job.ended():
-        st.button("Stop", on_click=manager().stop, args=(job,), icon=":material/stop:", key="q_stop",
-                  help="End the study at its next step; what it found so far is not kept")
-    st.progress(min(snap.progress, 1.0), text=job_status(job, snap))
-    if snap.status == "failed":
-        st.error(sentence(snap.message))
-        return
-    if snap.status == "stopped":
-        st.info(sentence(snap.message))
+    if not study_progress(job, snap, "q_stop"):
         return
     report = snap.report
-    if report is None:
-        return
     st.caption(f"{report.network} · {report.data}")
     SHOW[type(report)](report)
     downloads(f"quantize-{report.mode}", {"json": lambda: json.dumps(report.to_json(), indent=2)}, key="q")

@@ -26,21 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import machine
+from benchmarks.bench_trace import best_of
 from resnet_viz.config import PRESETS
 from resnet_viz.lab import LabSettings, run_study
 from resnet_viz.lab.networks import open_networks, study_images
 from resnet_viz.model import build_model
 
 PAIR = ["bundled:resnet20", "bundled:plain20"]
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def forward(networks, images, backward: bool = False) -> None:
@@ -73,21 +65,21 @@ def network_cases(ref: str, data, r: int) -> None:
     one, label = open_networks([ref]), ref.removeprefix("bundled:")
     print(f"-- {ref}")
     images = study_images(data, 500, "val")[0]
-    case("layer responses, 500 images", best(lambda: run_study("responses", [ref], data, LabSettings(images=500)), r),
-         best(lambda: forward(one, images), r), 2)
+    seconds = best_of(lambda: run_study("responses", [ref], data, LabSettings(images=500)), r)
+    case("layer responses, 500 images", seconds, best_of(lambda: forward(one, images), r), 2)
     images = study_images(data, 32, "val")[0]
-    case("ERF, every stage, 32 images", best(lambda: run_study("erf", [ref], data, LabSettings(images=32)), r),
-         best(lambda: forward(one, images, backward=True), r), 10)
+    case("ERF, every stage, 32 images", best_of(lambda: run_study("erf", [ref], data, LabSettings(images=32)), r),
+         best_of(lambda: forward(one, images, backward=True), r), 10)
     if data is None:
         print("lesion and landscape: left out (give --data)")
         return
     images = study_images(data, 2000, "val")[0]
     seconds, report = timed(lambda: run_study("lesion", [ref], data, LabSettings(images=2000)))
     lesions = sum(len(k["accuracy"]) for k in report.results[label]["random"]) + len(report.results[label]["single"])
-    case("lesion, 2,000 images", seconds, best(lambda: forward(one, images), r), 30,
+    case("lesion, 2,000 images", seconds, best_of(lambda: forward(one, images), r), 30,
          f" (the network and {lesions} lesions of it)")
     images = study_images(data, 512, "train")[0]
-    anchor = best(lambda: forward(one, images), r)
+    anchor = best_of(lambda: forward(one, images), r)
     seconds, report = timed(lambda: run_study("landscape", [ref], data, LabSettings(images=512)))
     points = report.results[label]["points"]
     case("landscape 11×11 + line, 512 images", seconds, anchor, 90,
@@ -114,9 +106,9 @@ def main() -> None:
             F.cross_entropy(m(x), y).backward()
             m.zero_grad(set_to_none=True)
     print("-- plain110 and resnet110, freshly initialised")
-    case("gradients at init, batch 64", best(lambda: run_study(
+    case("gradients at init, batch 64", best_of(lambda: run_study(
         "gradients", ["plain110", "resnet110"], settings=LabSettings(batch_size=64)), args.repeat),
-         best(step, args.repeat), 10)
+         best_of(step, args.repeat), 10)
 
 
 if __name__ == "__main__":
