@@ -85,3 +85,39 @@ def quantization_aware_finetune(model: nn.Module, config, data, device: torch.de
     after = accuracy(fake_quantized(tuned, weights, activations, calib), data, device)
     return {"bits": bits, "float32": base, "before": before, "after": after, "history": result.history,
             "model": tuned}
+
+
+@torch.no_grad()
+def calibrate_learned(model: nn.Module, batches: list[torch.Tensor]) -> None:
+    """Initialise the input steps of a ``prepare_learned`` network from training images (in eval mode), before
+    it sees any other data."""
+    was_training = model.training
+    model.eval()
+    try:
+        for x in batches[:1]:
+            model(x)
+    finally:
+        model.train(was_training)
+
+
+def learned_finetune(model: nn.Module, config, data, device: torch.device, bits: int = 4, epochs: int = 3,
+                     lr: float = 0.01, batch_size: int = 128, method: str = "lsq", edge_bits: int | None = 8,
+                     plan: dict[str, int] | None = None, on_progress=None) -> dict:
+    """Fine-tune a trained network with learned-step quantization (``method`` "lsq", or "pact" for the inputs)
+    at ``bits`` (first conv and fc at ``edge_bits``; ``plan`` sets layers by name). Returns the accuracy as
+    quantized before the fine-tune (the steps as initialised) and after it, with and without flip TTA, next to
+    float32; the bits of every layer; the history; and the fine-tuned network, quantizers included."""
+    from .lsq import layer_bits, prepare_learned
+
+    per_layer = layer_bits(model, bits, edge_bits, plan)
+    prepared = prepare_learned(model, per_layer, method).to(device)
+    calibrate_learned(prepared, calibration_batches(data, device, images=256))
+    base = accuracy(model, data, device)
+    before = accuracy(prepared, data, device)
+    settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=lr, device=str(device), precision="fp32",
+                             warmup=0.0, schedule="cosine", low_res=0.0)
+    trainer = Trainer(config, data, settings, model=prepared)
+    result = trainer.run(on_progress=on_progress)
+    return {"bits": bits, "method": method, "layer_bits": per_layer, "float32": base, "before": before,
+            "after": result.val_acc, "after_flip": result.val_acc_flip, "history": result.history,
+            "train_seconds": result.train_seconds, "model": trainer.model}

@@ -1,0 +1,156 @@
+"""Learned step size quantization (LSQ, Esser et al. 2020, "Learned step size quantization"), and PACT's learned
+clipping (Choi et al. 2018) as an option for activations.
+
+A quantizer rounds ``v`` to ``s · round(clamp(v / s, -Qn, Qp))``. In LSQ the step ``s`` is a parameter trained
+with the network: rounding passes the gradient straight through, and the step's gradient, per element,
+
+    ∂v̂/∂s = -v/s + round(v/s)   inside the range,   -Qn or Qp   where v/s is clipped,
+
+is scaled by g = 1 / √(N · Qp), N the number of values that share the step (the paper's gradient scale). Its
+initial value is 2 · mean(|v|) / √Qp. Weights are signed (Qn = 2^(b-1), Qp = 2^(b-1) - 1: 2^b levels), with one
+step per output channel; activations after a ReLU are unsigned (Qn = 0, Qp = 2^b - 1), one step per tensor.
+
+PACT clips an unsigned activation at a learned α and rounds [0, α] to 2^b - 1 equal steps; α's gradient is the
+share of values clipped (the straight-through estimate of ∂ clamp(v, 0, α) / ∂α).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+METHODS = ("lsq", "pact")
+
+
+def round_pass(x: torch.Tensor) -> torch.Tensor:
+    """round(x) forward, the identity backward."""
+    return x + (x.round() - x).detach()
+
+
+def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """x forward, its gradient times ``scale`` backward."""
+    return x * scale + (x - x * scale).detach()
+
+
+def levels(bits: int, signed: bool) -> tuple[int, int]:
+    """(Qn, Qp): the grid runs from -Qn to Qp steps, 2^b levels in all."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ConfigError(f"{bits!r} bits — quantization takes 2 to 16 bits")
+    return (2 ** (bits - 1), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
+class LsqQuantizer(nn.Module):
+    """A learned-step quantizer for ``bits``; ``channels`` steps along dim 0 (a weight's output channels), or one
+    (``channels=None``: an activation). The step is set from the first tensor it sees, unless set before."""
+
+    def __init__(self, bits: int, signed: bool, channels: int | None = None):
+        super().__init__()
+        self.bits, self.signed, self.channels = bits, signed, channels
+        self.qn, self.qp = levels(bits, signed)
+        self.step = nn.Parameter(torch.ones(channels or 1))  # 1-D: no weight decay
+        self.register_buffer("initialised", torch.tensor(False))
+
+    @torch.no_grad()
+    def initialise(self, v: torch.Tensor) -> None:
+        """LSQ's initial step: 2 · mean(|v|) / √Qp, per channel for a weight."""
+        dims = tuple(range(1, v.ndim)) if self.channels else tuple(range(v.ndim))
+        mean = v.detach().abs().float().mean(dim=dims) if dims else v.detach().abs().float()
+        self.step.copy_((2 * mean / math.sqrt(self.qp)).clamp_min(1e-8).reshape(self.step.shape))
+        self.initialised.fill_(True)
+
+    def _shape(self, v: torch.Tensor) -> tuple[int, ...]:
+        return (-1,) + (1,) * (v.ndim - 1) if self.channels else ()
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        if not bool(self.initialised):
+            self.initialise(v)
+        per_step = v.numel() // (self.channels or 1)
+        g = 1.0 / math.sqrt(per_step * self.qp)
+        s = grad_scale(self.step, g).reshape(self._shape(v))
+        return round_pass(torch.clamp(v / s, -self.qn, self.qp)) * s
+
+    def extra_repr(self) -> str:
+        kind = f"per channel ({self.channels})" if self.channels else "per tensor"
+        return f"bits={self.bits}, {'signed' if self.signed else 'unsigned'}, {kind}"
+
+
+class PactQuantizer(nn.Module):
+    """An unsigned activation clipped at a learned α, then rounded to 2^b - 1 equal steps of [0, α]."""
+
+    def __init__(self, bits: int, alpha: float = 6.0):
+        super().__init__()
+        self.bits = bits
+        self.qp = levels(bits, signed=False)[1]
+        self.alpha = nn.Parameter(torch.tensor([float(alpha)]))
+
+    @property
+    def step(self) -> torch.Tensor:
+        return self.alpha / self.qp
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha.reshape(())
+        clipped = torch.where(v < alpha, torch.relu(v), alpha)  # ∂/∂α: 1 where v ≥ α, else 0
+        s = (alpha / self.qp).detach()  # PACT's estimate: α moves by the clipping alone, not by the rounding
+        return round_pass(clipped / s) * s
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, unsigned, learned clipping"
+
+
+def _quantize_input(module: nn.Module, inputs: tuple[torch.Tensor, ...]):
+    """A forward pre-hook: the layer's input through its own quantizer (``module.input_quantizer``)."""
+    return (module.input_quantizer(inputs[0]), *inputs[1:])
+
+
+def edge_layers(model: nn.Module) -> tuple[str, str]:
+    """The first conv and the last linear layer: kept at 8 bits by default, as LSQ, PACT and APoT keep them."""
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not convs or not linears:
+        raise ConfigError("learned-step quantization needs a network with convolutions and a final linear layer")
+    return convs[0], linears[-1]
+
+
+def layer_bits(model: nn.Module, bits: int, edge_bits: int | None = 8,
+               plan: dict[str, int] | None = None) -> dict[str, int]:
+    """Bits of every conv and linear layer: ``plan``'s where it names the layer, else ``edge_bits`` for the first
+    conv and the last linear layer (``None``: no exception for them), else ``bits``."""
+    edges = set(edge_layers(model)) if edge_bits is not None else set()
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            found[name] = (plan or {}).get(name, edge_bits if name in edges else bits)
+    unknown = set(plan or {}) - set(found)
+    if unknown:
+        raise ConfigError(f"no conv or linear layer named {sorted(unknown)[0]!r} in the bit plan")
+    return found
+
+
+def prepare_learned(model: nn.Module, bits: dict[str, int], method: str = "lsq") -> nn.Module:
+    """A copy of ``model`` whose conv and linear layers compute with weights and inputs on learned grids: LSQ for
+    the weights (signed, per output channel) and for the inputs (per tensor: signed for the network's input, else
+    unsigned), or PACT's learned clipping for the unsigned inputs (``method="pact"``). ``bits`` by layer name
+    (``layer_bits``). Each step is initialised from the weights now, and from the first batch for the inputs."""
+    import copy
+
+    from torch.nn.utils import parametrize
+
+    if method not in METHODS:
+        raise ConfigError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    prepared = copy.deepcopy(model)
+    first = edge_layers(prepared)[0]
+    for name, module in prepared.named_modules():
+        if name not in bits:
+            continue
+        b = bits[name]
+        parametrize.register_parametrization(module, "weight", LsqQuantizer(b, True, module.weight.shape[0]))
+        if name == first:  # the network's input is normalised: it has negative values
+            module.input_quantizer = LsqQuantizer(b, signed=True)
+        else:  # every other layer's input comes out of a ReLU
+            module.input_quantizer = LsqQuantizer(b, signed=False) if method == "lsq" else PactQuantizer(b)
+        module.register_forward_pre_hook(_quantize_input)
+    return prepared
