@@ -24,7 +24,7 @@ from resnet_viz import ConfigError, ResNetVizError
 from resnet_viz.data import load_dataset
 from resnet_viz.jobs import StudyJob
 from resnet_viz.quantization.reports import Int8Report, QatReport, SensitivityReport, SweepReport
-from resnet_viz.quantization.studies import MODES, run_study
+from resnet_viz.quantization.studies import MODES, QAT_METHODS, run_study
 from resnet_viz.views.charts import accuracy_vs_bits
 
 PERCENT = st.column_config.NumberColumn(format="percent")
@@ -50,6 +50,9 @@ with st.form("quantize", border=True):
     bits = f.text_input("Bits", "8 6 4 3 2", key="q_bits", help="Sweep: every width listed; otherwise the first")
     epochs = g.number_input("Fine-tune epochs", 1, 100, 3, key="q_epochs")
     limit = h.number_input("Images per class (0: all)", 0, 100_000, 0, key="q_limit")
+    method = st.radio("Fine-tune method", list(QAT_METHODS), format_func=lambda k: f"{k}: {QAT_METHODS[k]}",
+                      horizontal=True, key="q_method", help="For the quantization-aware fine-tune: LSQ learns each "
+                      "quantizer's step with the network (Esser et al. 2020); the first conv and the fc stay at 8 bits")
     go = st.form_submit_button("Run", type="primary", disabled=running, icon=":material/play_arrow:")
 where_data_lies()
 
@@ -69,7 +72,7 @@ def study() -> StudyJob:
         checkpoint, folder = keep_upload(upload, "resnet-viz-q-")
     job = StudyJob(lambda progress: run_study(
         checkpoint, load_dataset(spec, limit_per_class=int(limit) or None), mode, widths, int(epochs),
-        progress=progress), "quantization")
+        progress=progress, method=method), "quantization")
     job.temporary += [folder] if folder else []
     if not checkpoint.startswith("bundled:"):
         job.uses.append(Path(checkpoint).parent)
@@ -130,6 +133,7 @@ def show_qat(report: QatReport) -> None:
     cols[0].metric("float32", f"{report.float32:.2%}")
     cols[1].metric(f"{report.bits}-bit before", f"{report.before:.2%}")
     cols[2].metric(f"{report.bits}-bit after fine-tune", f"{report.after:.2%}", delta=f"{report.gain:+.2%}")
+    st.caption(" · ".join(report.summary_lines()[1:]))
 
 
 SHOW = {Int8Report: show_int8, SweepReport: show_sweep, SensitivityReport: show_sensitivity, QatReport: show_qat}

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..io import write_file
-from ..quantization.studies import MODES, run_study
+from ..quantization.studies import MODES, QAT_METHODS, run_study
 from ..views import export
 from .arguments import CHECKPOINT_HELP, add_data_arguments, load_data
 from .train import progress_bar
@@ -21,6 +21,8 @@ def register(sub) -> None:
                    help="; ".join(f"{name}: {mode.help}" for name, mode in MODES.items()))
     p.add_argument("--bits", type=int, nargs="+", help="bit widths (sweep: default 8 6 4 3 2; otherwise 4)")
     p.add_argument("--epochs", type=int, default=3, help="qat: fine-tuning epochs (default 3)")
+    p.add_argument("--method", choices=list(QAT_METHODS), default="lsq",
+                   help="qat: " + "; ".join(f"{k}: {v}" for k, v in QAT_METHODS.items()) + " (default lsq)")
     p.add_argument("--out", metavar="DIR", help="write the report as JSON and CSV here")
     p.set_defaults(run=cmd_quantize)
 
@@ -31,7 +33,7 @@ def cmd_quantize(args: argparse.Namespace) -> str:
     data = load_data(args)
     with progress_bar(args.mode, leave=False) as bar:
         report = run_study(args.checkpoint, data, args.mode, args.bits, args.epochs, args.device,
-                           progress=bar.count, on_step=bar.show)
+                           progress=bar.count, on_step=bar.show, method=args.method)
     lines = report.summary_lines()
     if args.out:  # every file is made before any is written: a study that cannot make one leaves none
         files = {**report.files(), f"{args.mode}.json": json.dumps(report.to_json(), indent=2).encode(),

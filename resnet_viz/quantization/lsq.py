@@ -154,3 +154,26 @@ def prepare_learned(model: nn.Module, bits: dict[str, int], method: str = "lsq")
             module.input_quantizer = LsqQuantizer(b, signed=False) if method == "lsq" else PactQuantizer(b)
         module.register_forward_pre_hook(_quantize_input)
     return prepared
+
+
+def bake_learned(model: nn.Module) -> tuple[nn.Module, dict]:
+    """A plain copy of a ``prepare_learned`` network, its weights left on their grids, without its quantizers; and
+    what it needs to compute as quantized, as plain data: each layer's bits, weight steps and input step."""
+    import copy
+
+    from torch.nn.utils import parametrize
+
+    baked = copy.deepcopy(model)
+    layers = {}
+    for name, module in baked.named_modules():
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        weight_q, input_q = module.parametrizations.weight[0], module.input_quantizer
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        layers[name] = {"bits": weight_q.bits, "weight_step": weight_q.step.detach().cpu().tolist(),
+                        "input_step": float(input_q.step.detach().reshape(-1)[0]),
+                        "input": "pact" if isinstance(input_q, PactQuantizer) else
+                        ("signed" if input_q.signed else "unsigned")}
+        del module.input_quantizer
+        module._forward_pre_hooks.clear()
+    return baked, {"method": "learned steps", "layers": layers}

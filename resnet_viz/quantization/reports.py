@@ -109,7 +109,10 @@ class QatReport(Report):
     history: list[dict[str, Any]]  # one row per epoch
     epochs: int
     model: nn.Module = field(repr=False, compare=False)
-    normalisation: dict[str, list] = field(repr=False)  # mean, std and classes of the data it was tuned on
+    normalisation: dict[str, Any] = field(repr=False)  # mean, std and classes of the data it was tuned on
+    method: str = "ste"  # "lsq", "pact" or "ste"
+    layer_bits: dict[str, int] = field(default_factory=dict)  # every conv and fc layer's bits (learned methods)
+    after_flip: float | None = None  # after the fine-tune, with flip TTA
 
     @property
     def gain(self) -> float:
@@ -118,14 +121,25 @@ class QatReport(Report):
 
     @property
     def rows(self) -> list[dict[str, Any]]:
-        return [{"bits": self.bits, "float32": self.float32, "before": self.before, "after": self.after}]
+        row = {"method": self.method, "bits": self.bits, "float32": self.float32, "before": self.before,
+               "after": self.after}
+        return [row if self.after_flip is None else {**row, "after_flip": self.after_flip}]
+
+    @property
+    def other_bits(self) -> dict[str, int]:
+        """The layers not at ``bits`` (the first conv and the fc, by default)."""
+        return {name: b for name, b in self.layer_bits.items() if b != self.bits}
 
     def _findings(self) -> dict[str, Any]:
-        return {**self.rows[0], "history": self.history}
+        return {**self.rows[0], "layer_bits": self.layer_bits, "history": self.history}
 
     def _finding_lines(self) -> list[str]:
-        return [f"{self.bits}-bit accuracy: {self.before:.2%} before the fine-tune, {self.after:.2%} after "
-                f"{self.epochs} epochs (float32: {self.float32:.2%})"]
+        flip = "" if self.after_flip is None else f" ({self.after_flip:.2%} with flip TTA)"
+        lines = [f"{self.bits}-bit accuracy ({self.method}): {self.before:.2%} before the fine-tune, "
+                 f"{self.after:.2%}{flip} after {self.epochs} epochs (float32: {self.float32:.2%})"]
+        if self.other_bits:
+            lines.append("kept at other widths: " + ", ".join(f"{n} {b}-bit" for n, b in self.other_bits.items()))
+        return lines
 
     def files(self) -> dict[str, bytes]:
         meta = {"quantization": f"{self.bits}-bit weights on their grids after QAT", **self.normalisation}

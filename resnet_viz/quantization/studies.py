@@ -18,7 +18,8 @@ from ..errors import ConfigError
 from ..training import Progress, accuracy, check_classes, load_checkpoint, pick_device
 from . import int8
 from .fake import Scheme, calibration_batches, fake_quantized, quantizable_layers, weight_bytes
-from .qat import quantization_aware_finetune
+from .lsq import bake_learned
+from .qat import learned_finetune, quantization_aware_finetune
 from .reports import Int8Report, QatReport, Report, SensitivityReport, SweepReport
 
 
@@ -86,6 +87,7 @@ class Study:
     epochs: int = 3
     progress: Callable[[int, int], None] | None = None  # done, total
     on_step: Callable[[Progress], None] | None = None  # each training step of a fine-tune
+    method: str = "lsq"  # qat: "lsq", "pact" (LSQ weights, PACT inputs) or "ste" (rounding with fixed ranges)
 
     @property
     def width(self) -> int:
@@ -103,16 +105,18 @@ class Mode:
 
 
 def run_study(checkpoint, data, mode: str, bits: Iterable[int] | None = None, epochs: int = 3,
-              device: str = "auto", progress=None, on_step=None) -> Report:
+              device: str = "auto", progress=None, on_step=None, method: str = "lsq") -> Report:
     """One study of a saved network: ``mode`` is a key of ``MODES``. Both the command line and the app run this."""
     if mode not in MODES:
         raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    if method not in QAT_METHODS:
+        raise ConfigError(f"method {method!r} is not one of {', '.join(QAT_METHODS)}")
     dev = pick_device(device)
     model, config, meta = load_checkpoint(checkpoint, dev)
     if "mean" in meta:  # normalise as the network was trained
         data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
     check_classes(config, data, "the checkpoint")
-    study = Study(model.float(), config, data, dev, list(bits) if bits else None, epochs, progress, on_step)
+    study = Study(model.float(), config, data, dev, list(bits) if bits else None, epochs, progress, on_step, method)
     return MODES[mode].run(study)
 
 
@@ -130,11 +134,18 @@ def _sensitivity_study(study: Study) -> SensitivityReport:
 
 def _qat_study(study: Study) -> QatReport:
     data = study.data
-    tuned = quantization_aware_finetune(study.model, study.config, data, study.device, bits=study.width,
-                                        epochs=study.epochs, on_progress=study.on_step)
     normalisation = {"mean": list(data.mean), "std": list(data.std), "classes": list(data.classes)}
+    if study.method == "ste":
+        tuned = quantization_aware_finetune(study.model, study.config, data, study.device, bits=study.width,
+                                            epochs=study.epochs, on_progress=study.on_step)
+        return QatReport(study.config, data.describe(), tuned["bits"], tuned["float32"], tuned["before"],
+                         tuned["after"], tuned["history"], study.epochs, tuned["model"], normalisation)
+    tuned = learned_finetune(study.model, study.config, data, study.device, bits=study.width, epochs=study.epochs,
+                             method=study.method, on_progress=study.on_step)
+    baked, quantization = bake_learned(tuned["model"])
     return QatReport(study.config, data.describe(), tuned["bits"], tuned["float32"], tuned["before"], tuned["after"],
-                     tuned["history"], study.epochs, tuned["model"], normalisation)
+                     tuned["history"], study.epochs, baked, {**normalisation, "quantization": quantization},
+                     method=study.method, layer_bits=tuned["layer_bits"], after_flip=tuned["after_flip"])
 
 
 def _int8_study(study: Study) -> Int8Report:
@@ -157,6 +168,10 @@ def _int8_study(study: Study) -> Int8Report:
     folded = [f"{conv} ← {bn}" for conv, bn in int8.folded_batch_norms(model)]
     return Int8Report(study.config, study.data.describe(), rows, folded, program, model)
 
+
+QAT_METHODS = {"lsq": "learned step size (LSQ) for weights and inputs",
+               "pact": "LSQ weights, inputs clipped at a learned α (PACT)",
+               "ste": "fixed ranges with straight-through rounding"}
 
 MODES: dict[str, Mode] = {
     "int8": Mode("Real int8 on this CPU", "real int8 against float32 on this CPU", _int8_study),
