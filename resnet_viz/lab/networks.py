@@ -76,16 +76,14 @@ def open_networks(checkpoints: list[str], device: torch.device | str = "cpu") ->
 
 
 def check_images(networks: list[Network], data: Dataset | None) -> None:
-    """Every network must take the data's images and name its classes."""
+    """Every network must take the data's images (without data: the RGB sample images) and name its classes."""
+    channels = 3 if data is None else data.val.images.shape[1]
     for network in networks:
-        shape = tuple(network.config.input_shape)
         if data is not None:
             check_classes(network.config, data, f"network {network.label}")
-            got = tuple(data.val.images.shape[1:])
-        else:
-            got = (3, 32, 32)
-        if got[0] != shape[0]:
-            raise ConfigError(f"network {network.label} takes {shape[0]}-channel images, the data has {got[0]}")
+        if network.config.in_channels != channels:
+            raise ConfigError(f"network {network.label} takes {network.config.in_channels}-channel images, the "
+                              f"data has {channels}")
 
 
 def spread(count: int, total: int) -> torch.Tensor:

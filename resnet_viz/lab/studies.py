@@ -56,9 +56,6 @@ class Study:
     images: int  # the default number of images
     run: Callable[[Study, list[str], Dataset | None, LabSettings, Progress], Found]
 
-    def describe(self) -> str:
-        return f"{self.title} ({self.paper}). {self.shows}"
-
 
 @dataclass
 class LabReport:
