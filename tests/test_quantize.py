@@ -130,21 +130,29 @@ def test_cli_quantize_sweep_and_sensitivity(trained, tmp_path, capsys):
     code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30",
                  "--mode", "qat", "--bits", "4", "--epochs", "1", "--out", str(tmp_path / "q")])
     out = capsys.readouterr().out
-    assert code == 0 and "4-bit accuracy (lsq):" in out and "after 1 epochs" in out and "with flip TTA" in out
+    assert code == 0 and "method lsq, distilled from the float32 network" in out
+    assert "W4A4: " in out and "after 1 epochs" in out and "with flip TTA" in out and "weights packed: " in out
     assert "kept at other widths: conv1 8-bit, fc 8-bit" in out
     from resnet_viz.training import load_checkpoint
 
-    model, config, meta = load_checkpoint(tmp_path / "q" / "qat-checkpoint.pt")  # the learned steps as plain data
+    model, config, meta = load_checkpoint(tmp_path / "q" / "qat-W4A4.pt")  # the learned steps as plain data
     layers = meta["quantization"]["layers"]
     assert config == TINY and layers["layer1.0.conv1"]["bits"] == 4 and layers["conv1"]["input"] == "signed"
     assert len(layers["layer1.0.conv1"]["weight_step"]) == model.layer1[0].conv1.out_channels
     steps = torch.tensor(layers["layer1.0.conv1"]["weight_step"]).view(-1, 1, 1, 1)
     on_grid = model.layer1[0].conv1.weight / steps
     torch.testing.assert_close(on_grid, on_grid.round(), rtol=0, atol=1e-3)  # its weights lie on their grids
+    report = json.loads((tmp_path / "q" / "qat.json").read_text())
+    after = report["stages"][0]["after"]
+    for name in ("qat-W4A4.pt", "qat-W4A4.rvq"):  # evaluate reads both as quantized, to the report's accuracy
+        code = main(["evaluate", str(tmp_path / "q" / name), "--data", "synthetic", "--limit-per-class", "30",
+                     "--out", str(tmp_path / "e.csv")])
+        out = capsys.readouterr().out
+        assert code == 0 and f"val accuracy {after:.2%}" in out and "as quantized: 4-bit" in out
     code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30",
                  "--mode", "qat", "--method", "ste", "--bits", "4", "--epochs", "1", "--out", str(tmp_path / "s")])
-    assert code == 0 and "4-bit accuracy (ste):" in capsys.readouterr().out
-    assert "after QAT" in load_checkpoint(tmp_path / "s" / "qat-checkpoint.pt")[2]["quantization"]
+    assert code == 0 and "method ste" in capsys.readouterr().out
+    assert "after QAT" in load_checkpoint(tmp_path / "s" / "qat-W4A4.pt")[2]["quantization"]
     code = main(["quantize", str(tmp_path / "missing.pt"), "--data", "synthetic", "--mode", "sweep"])
     assert code == 2 and "does not exist" in capsys.readouterr().err
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..io import write_file
+from ..quantization.packed import open_quantized, quantized_description
 from ..training import Trainer, TrainSettings, distributed, evaluate_checkpoint, load_resume
 from ..training.settings import DEFAULTS, SETTINGS, flagged
 from ..views import export
@@ -43,7 +44,8 @@ def register(sub) -> None:
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy of a checkpoint, overall and per class")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help=CHECKPOINT_HELP + "; or a low-bit network that "
+                   "quantize --mode qat wrote (qat-W4A4.pt or the packed qat-W4A4.rvq), evaluated as quantized")
     add_data_arguments(p)
     p.add_argument("--split", choices=("val", "train"), default="val")
     p.add_argument("--flip", action="store_true", help="flip test-time augmentation")
@@ -174,9 +176,17 @@ def cmd_evaluate(args: argparse.Namespace) -> str:
     import pandas as pd
 
     data = load_data(args)
-    accuracy, rows = evaluate_checkpoint(args.checkpoint, data, args.split, args.device, args.flip)
+    opened = {}
+
+    def opener(path, device):  # a low-bit checkpoint or packed file computes as quantized
+        opened["network"] = open_quantized(path, device)
+        return opened["network"]
+
+    accuracy, rows = evaluate_checkpoint(args.checkpoint, data, args.split, args.device, args.flip, opener=opener)
     width = max(len(r["class"]) for r in rows)
-    lines = [f"{args.split} accuracy {accuracy:.2%} on {data.describe()}", ""]
+    how = quantized_description(opened["network"][2])
+    lines = [f"{args.split} accuracy {accuracy:.2%}{' with flip TTA' if args.flip else ''} on {data.describe()}"
+             + (f" ({how})" if how else ""), ""]
     lines += [f"{r['class']:<{width}}  {r['correct']:>6,} / {r['images']:<6,}  {r['accuracy']:7.2%}" for r in rows]
     out = Path(args.out) if args.out else default_beside(args.checkpoint, f"evaluation-{args.split}.csv")
     write_file(out, export.frame_bytes(pd.DataFrame(rows), "csv", ""))

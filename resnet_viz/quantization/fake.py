@@ -172,6 +172,18 @@ def fake_quantized(model: nn.Module, weights: Scheme | None, activations: Scheme
     return copy_
 
 
+def fake_quantized_plan(model: nn.Module, bits: dict[str, int], calibration: Iterable[torch.Tensor] = (),
+                        activations: bool = True) -> nn.Module:
+    """``fake_quantized`` with a width per layer (``bits`` by layer name, as ``lsq.layer_bits`` gives them):
+    weights per channel, inputs per tensor, both at the layer's bits."""
+    batches, quantized = list(calibration), copy.deepcopy(model).eval()
+    for b in sorted(set(bits.values()), reverse=True):
+        chosen = [name for name, layer_b in bits.items() if layer_b == b]
+        act = Scheme(bits=b, granularity="per-tensor") if activations else None
+        quantized = fake_quantized(quantized, Scheme(bits=b), act, batches, layers=chosen)
+    return quantized
+
+
 def calibration_batches(data, device: torch.device, images: int = 256, batch_size: int = 128) -> list[torch.Tensor]:
     """The first ``images`` training images, normalised as in training: the data ranges are calibrated on."""
     from ..data import DeviceBatches

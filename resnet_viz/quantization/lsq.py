@@ -27,13 +27,14 @@ METHODS = ("lsq", "pact")
 
 
 def round_pass(x: torch.Tensor) -> torch.Tensor:
-    """round(x) forward, the identity backward."""
-    return x + (x.round() - x).detach()
+    """round(x) forward (exactly: the added term is y - y = 0), the identity backward."""
+    return x.round().detach() + (x - x.detach())
 
 
 def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """x forward, its gradient times ``scale`` backward."""
-    return x * scale + (x - x * scale).detach()
+    """x forward (exactly, so the forward pass uses the step as saved), its gradient times ``scale`` backward."""
+    scaled = x * scale
+    return x.detach() + (scaled - scaled.detach())
 
 
 def levels(bits: int, signed: bool) -> tuple[int, int]:
@@ -101,7 +102,7 @@ class PactQuantizer(nn.Module):
         return f"bits={self.bits}, unsigned, learned clipping"
 
 
-def _quantize_input(module: nn.Module, inputs: tuple[torch.Tensor, ...]):
+def quantize_input(module: nn.Module, inputs: tuple[torch.Tensor, ...]):
     """A forward pre-hook: the layer's input through its own quantizer (``module.input_quantizer``)."""
     return (module.input_quantizer(inputs[0]), *inputs[1:])
 
@@ -152,28 +153,48 @@ def prepare_learned(model: nn.Module, bits: dict[str, int], method: str = "lsq")
             module.input_quantizer = LsqQuantizer(b, signed=True)
         else:  # every other layer's input comes out of a ReLU
             module.input_quantizer = LsqQuantizer(b, signed=False) if method == "lsq" else PactQuantizer(b)
-        module.register_forward_pre_hook(_quantize_input)
+        module.register_forward_pre_hook(quantize_input)
     return prepared
+
+
+def _plain_copy(model: nn.Module, rounded: bool) -> tuple[nn.Module, dict[str, tuple[nn.Module, nn.Module]]]:
+    """A copy of a ``prepare_learned`` network without its parametrizations, quantizers and hooks: each weight as
+    its grid gives it (``rounded``) or the float weight it trains; and each layer's (weight, input) quantizers.
+
+    torch's ``remove_parametrizations`` deletes the weight property from the class it made, which the model
+    and its copies share; so each module gets its own class back here instead, and the model is left whole."""
+    import copy
+
+    from torch.nn.utils import parametrize
+
+    plain, quantizers = copy.deepcopy(model), {}
+    for name, module in plain.named_modules():
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        with torch.no_grad():
+            weight = (module.weight if rounded else module.parametrizations.weight.original).detach().clone()
+        quantizers[name] = (module.parametrizations.weight[0], module.input_quantizer)
+        module.__class__ = module.__class__.__bases__[0]  # the layer's own class, not the parametrized one
+        del module.parametrizations, module.input_quantizer
+        module.weight = nn.Parameter(weight)
+        module._forward_pre_hooks.clear()
+    return plain, quantizers
+
+
+def strip_learned(model: nn.Module) -> nn.Module:
+    """A plain copy of a ``prepare_learned`` network with the float weights it trains (not their rounded values)
+    and no quantizers: where the next, lower-bit stage of a progressive schedule starts."""
+    return _plain_copy(model, rounded=False)[0]
 
 
 def bake_learned(model: nn.Module) -> tuple[nn.Module, dict]:
     """A plain copy of a ``prepare_learned`` network, its weights left on their grids, without its quantizers; and
     what it needs to compute as quantized, as plain data: each layer's bits, weight steps and input step."""
-    import copy
-
-    from torch.nn.utils import parametrize
-
-    baked = copy.deepcopy(model)
+    baked, quantizers = _plain_copy(model, rounded=True)
     layers = {}
-    for name, module in baked.named_modules():
-        if not parametrize.is_parametrized(module, "weight"):
-            continue
-        weight_q, input_q = module.parametrizations.weight[0], module.input_quantizer
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    for name, (weight_q, input_q) in quantizers.items():
         layers[name] = {"bits": weight_q.bits, "weight_step": weight_q.step.detach().cpu().tolist(),
                         "input_step": float(input_q.step.detach().reshape(-1)[0]),
                         "input": "pact" if isinstance(input_q, PactQuantizer) else
                         ("signed" if input_q.signed else "unsigned")}
-        del module.input_quantizer
-        module._forward_pre_hooks.clear()
     return baked, {"method": "learned steps", "layers": layers}

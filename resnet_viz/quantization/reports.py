@@ -13,6 +13,7 @@ from torch import nn
 from ..config import ResNetConfig
 from ..training import checkpoint_bytes
 from .int8 import onnx_bytes, program_bytes
+from .packed import SUFFIX, packed_bytes, weight_sizes
 
 
 @dataclass(frozen=True)
@@ -98,52 +99,116 @@ class SensitivityReport(Report):
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One width of a quantization-aware fine-tune; a progressive schedule has several, each starting from the
+    last. ``model`` computes with its weights on their grids; ``quantization`` (learned methods) holds every layer's
+    bits and steps as plain data, from which the input rounding and the packed file are made."""
+
+    bits: int
+    epochs: int
+    before: float  # as quantized, before this stage's fine-tune
+    after: float
+    after_flip: float | None
+    train_seconds: float
+    layer_bits: dict[str, int]
+    history: list[dict[str, Any]]
+    model: nn.Module = field(repr=False, compare=False)
+    quantization: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"W{self.bits}A{self.bits}"
+
+    @property
+    def sizes(self) -> dict[str, int] | None:
+        """Bytes of the quantized layers' weights in float32, int8 and packed at their bits (learned methods)."""
+        return None if self.quantization is None else weight_sizes(self.model, self.quantization["layers"])
+
+
+@dataclass(frozen=True)
 class QatReport(Report):
-    """Accuracy at ``bits`` before and after a quantization-aware fine-tune, next to float32; the tuned network."""
+    """A quantization-aware fine-tune, one stage or a progressive schedule of them, next to float32 (with and
+    without flip TTA); with ``compare``, post-training rounding and the STE fine-tune at the same widths."""
 
     mode: ClassVar[str] = "qat"
-    bits: int
+    method: str  # "lsq", "pact" or "ste"
     float32: float
-    before: float
-    after: float
-    history: list[dict[str, Any]]  # one row per epoch
-    epochs: int
-    model: nn.Module = field(repr=False, compare=False)
+    float32_flip: float | None
+    stages: list[Stage]
     normalisation: dict[str, Any] = field(repr=False)  # mean, std and classes of the data it was tuned on
-    method: str = "ste"  # "lsq", "pact" or "ste"
-    layer_bits: dict[str, int] = field(default_factory=dict)  # every conv and fc layer's bits (learned methods)
-    after_flip: float | None = None  # after the fine-tune, with flip TTA
+    distilled: bool = False
+    compare: list[dict[str, Any]] = field(default_factory=list)  # scheme, bits, accuracy: other methods' results
+
+    @property
+    def last(self) -> Stage:
+        return self.stages[-1]
+
+    @property
+    def bits(self) -> int:
+        return self.last.bits
 
     @property
     def gain(self) -> float:
-        """What the fine-tune won back at ``bits``, as a share of the images."""
-        return self.after - self.before
+        """What the last stage's fine-tune won back, as a share of the images."""
+        return self.last.after - self.last.before
 
     @property
     def rows(self) -> list[dict[str, Any]]:
-        row = {"method": self.method, "bits": self.bits, "float32": self.float32, "before": self.before,
-               "after": self.after}
-        return [row if self.after_flip is None else {**row, "after_flip": self.after_flip}]
+        rows = []
+        for st in self.stages:
+            row = {"method": self.method, "bits": st.bits, "epochs": st.epochs,
+                   "train_seconds": round(st.train_seconds), "float32": self.float32, "before": st.before,
+                   "after": st.after, "points_below_float32": round(100 * (self.float32 - st.after), 2)}
+            if st.after_flip is not None and self.float32_flip is not None:
+                row.update(float32_flip=self.float32_flip, after_flip=st.after_flip,
+                           points_below_float32_flip=round(100 * (self.float32_flip - st.after_flip), 2))
+            rows.append({**row, **{f"weight_bytes_{k}": v for k, v in (st.sizes or {}).items()}})
+        return rows
 
     @property
-    def other_bits(self) -> dict[str, int]:
-        """The layers not at ``bits`` (the first conv and the fc, by default)."""
-        return {name: b for name, b in self.layer_bits.items() if b != self.bits}
+    def chart_rows(self) -> list[dict[str, Any]]:
+        """Accuracy against bits for the chart: float32, this fine-tune's stages, and what it was compared with."""
+        label = {"ste": "STE fine-tune", "lsq": "LSQ fine-tune", "pact": "LSQ + PACT fine-tune"}[self.method]
+        return [{"scheme": "float32", "bits": 32, "accuracy": self.float32},
+                *({"scheme": label, "bits": st.bits, "accuracy": st.after} for st in self.stages), *self.compare]
 
     def _findings(self) -> dict[str, Any]:
-        return {**self.rows[0], "layer_bits": self.layer_bits, "history": self.history}
+        return {"method": self.method, "distilled": self.distilled, "float32": self.float32,
+                "float32_flip": self.float32_flip, "stages": self.rows, "compare": self.compare,
+                "layer_bits": {st.name: st.layer_bits for st in self.stages},
+                "history": {st.name: st.history for st in self.stages}}
 
     def _finding_lines(self) -> list[str]:
-        flip = "" if self.after_flip is None else f" ({self.after_flip:.2%} with flip TTA)"
-        lines = [f"{self.bits}-bit accuracy ({self.method}): {self.before:.2%} before the fine-tune, "
-                 f"{self.after:.2%}{flip} after {self.epochs} epochs (float32: {self.float32:.2%})"]
-        if self.other_bits:
-            lines.append("kept at other widths: " + ", ".join(f"{n} {b}-bit" for n, b in self.other_bits.items()))
+        flip = "" if self.float32_flip is None else f", {self.float32_flip:.2%} with flip TTA"
+        lines = [f"float32: {self.float32:.2%}{flip}; method {self.method}"
+                 + (", distilled from the float32 network" if self.distilled else "")]
+        for st in self.stages:
+            after = f"{st.after:.2%}" + ("" if st.after_flip is None else f" ({st.after_flip:.2%} with flip TTA)")
+            lines.append(f"{st.name}: {st.before:.2%} before, {after} after {st.epochs} epochs "
+                         f"({st.train_seconds:,.0f} s), {100 * (self.float32 - st.after):.2f} points below float32")
+            if st.sizes:
+                sz = st.sizes
+                lines.append(f"  weights packed: {sz['packed']:,} B against {sz['int8']:,} in int8 and "
+                             f"{sz['float32']:,} in float32 ({sz['float32'] / sz['packed']:.1f}× smaller)")
+        other = {name: b for name, b in self.last.layer_bits.items() if b != self.bits}
+        if other:
+            lines.append("kept at other widths: " + ", ".join(f"{n} {b}-bit" for n, b in other.items()))
+        lines += [f"compared: {r['scheme']} at {r['bits']} bits: {r['accuracy']:.2%}" for r in self.compare]
         return lines
 
     def files(self) -> dict[str, bytes]:
-        meta = {"quantization": f"{self.bits}-bit weights on their grids after QAT", **self.normalisation}
-        return {"qat-checkpoint.pt": checkpoint_bytes(self.model, self.config, meta)}
+        """Each stage's network: a checkpoint (``qat-W4A4.pt``) and, for learned methods, the packed file
+        (``qat-W4A4.rvq``), which ``evaluate`` reads as quantized."""
+        out = {}
+        for st in self.stages:
+            if st.quantization is None:
+                meta = {**self.normalisation, "quantization": f"{st.bits}-bit weights on their grids after QAT"}
+                out[f"qat-{st.name}.pt"] = checkpoint_bytes(st.model, self.config, meta)
+            else:
+                meta = {**self.normalisation, "quantization": st.quantization}
+                out[f"qat-{st.name}.pt"] = checkpoint_bytes(st.model, self.config, meta)
+                out[f"qat-{st.name}{SUFFIX}"] = packed_bytes(st.model, self.config, meta)
+        return out
 
 
 @dataclass(frozen=True)

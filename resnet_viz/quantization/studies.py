@@ -17,10 +17,10 @@ from ..data import Dataset
 from ..errors import ConfigError
 from ..training import Progress, accuracy, check_classes, load_checkpoint, pick_device
 from . import int8
-from .fake import Scheme, calibration_batches, fake_quantized, quantizable_layers, weight_bytes
-from .lsq import bake_learned
-from .qat import learned_finetune, quantization_aware_finetune
-from .reports import Int8Report, QatReport, Report, SensitivityReport, SweepReport
+from .fake import Scheme, calibration_batches, fake_quantized, fake_quantized_plan, quantizable_layers, weight_bytes
+from .lsq import bake_learned, layer_bits
+from .qat import learned_finetune, overall_progress, progressive_finetune, quantization_aware_finetune
+from .reports import Int8Report, QatReport, Report, SensitivityReport, Stage, SweepReport
 
 
 def sweep(model: nn.Module, data, device: torch.device, bits: Iterable[int] = (8, 6, 4, 3, 2),
@@ -75,9 +75,25 @@ def mixed_precision_plan(model: nn.Module, data, device: torch.device, ranking: 
 
 
 @dataclass(frozen=True)
+class QatOptions:
+    """How a quantization-aware fine-tune runs, besides its method: a progressive ``schedule`` of (bits, epochs)
+    stages (None: one stage at the study's width and epochs); the width of the first conv and the fc
+    (``edge_bits``; None: the same as the rest); ``plan``, widths by layer name, or "sensitivity" (the layers a
+    sensitivity study finds most fragile at 8 bits); ``distill`` from the float32 network (learned methods); and
+    ``compare``, which adds post-training rounding and the other fine-tune at every width."""
+
+    schedule: list[tuple[int, int]] | None = None
+    edge_bits: int | None = 8
+    plan: dict[str, int] | str | None = None
+    distill: bool = True
+    compare: bool = False
+
+
+@dataclass(frozen=True)
 class Study:
     """A saved network loaded for a study, the data to measure it on (normalised as the network was trained), and
-    what was asked: bit widths (None: the mode's default), fine-tuning epochs, and progress callbacks."""
+    what was asked: bit widths (None: the mode's default), fine-tuning epochs, and progress callbacks; for a
+    fine-tune, its method, schedule and per-layer widths."""
 
     model: nn.Module
     config: ResNetConfig
@@ -88,11 +104,17 @@ class Study:
     progress: Callable[[int, int], None] | None = None  # done, total
     on_step: Callable[[Progress], None] | None = None  # each training step of a fine-tune
     method: str = "lsq"  # qat: "lsq", "pact" (LSQ weights, PACT inputs) or "ste" (rounding with fixed ranges)
+    qat: QatOptions = QatOptions()
 
     @property
     def width(self) -> int:
         """The one bit width of a study other than the sweep."""
         return self.bits[0] if self.bits else 4
+
+    @property
+    def schedule(self) -> list[tuple[int, int]]:
+        """The fine-tune's (bits, epochs) stages: the schedule asked for, else one stage."""
+        return self.qat.schedule or [(self.width, self.epochs)]
 
 
 @dataclass(frozen=True)
@@ -105,7 +127,8 @@ class Mode:
 
 
 def run_study(checkpoint, data, mode: str, bits: Iterable[int] | None = None, epochs: int = 3,
-              device: str = "auto", progress=None, on_step=None, method: str = "lsq") -> Report:
+              device: str = "auto", progress=None, on_step=None, method: str = "lsq",
+              qat: QatOptions | None = None) -> Report:
     """One study of a saved network: ``mode`` is a key of ``MODES``. Both the command line and the app run this."""
     if mode not in MODES:
         raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
@@ -116,7 +139,8 @@ def run_study(checkpoint, data, mode: str, bits: Iterable[int] | None = None, ep
     if "mean" in meta:  # normalise as the network was trained
         data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
     check_classes(config, data, "the checkpoint")
-    study = Study(model.float(), config, data, dev, list(bits) if bits else None, epochs, progress, on_step, method)
+    study = Study(model.float(), config, data, dev, list(bits) if bits else None, epochs, progress, on_step, method,
+                  qat or QatOptions())
     return MODES[mode].run(study)
 
 
@@ -133,19 +157,71 @@ def _sensitivity_study(study: Study) -> SensitivityReport:
 
 
 def _qat_study(study: Study) -> QatReport:
-    data = study.data
+    data, model, device, options = study.data, study.model, study.device, study.qat
     normalisation = {"mean": list(data.mean), "std": list(data.std), "classes": list(data.classes)}
+    base, base_flip = accuracy(model, data, device), accuracy(model, data, device, flip_tta=True)
+    fixed = _fixed_widths(study)
     if study.method == "ste":
-        tuned = quantization_aware_finetune(study.model, study.config, data, study.device, bits=study.width,
-                                            epochs=study.epochs, on_progress=study.on_step)
-        return QatReport(study.config, data.describe(), tuned["bits"], tuned["float32"], tuned["before"],
-                         tuned["after"], tuned["history"], study.epochs, tuned["model"], normalisation)
-    tuned = learned_finetune(study.model, study.config, data, study.device, bits=study.width, epochs=study.epochs,
-                             method=study.method, on_progress=study.on_step)
+        stages = _ste_stages(study, fixed)
+    else:
+        tuned = progressive_finetune(model, study.config, data, device, study.schedule, distill=options.distill,
+                                     float32=base, on_progress=study.on_step, method=study.method,
+                                     edge_bits=options.edge_bits, plan=fixed)
+        stages = [_learned_stage(t) for t in tuned]
+    compare = _compare(study, fixed) if options.compare else []
+    return QatReport(study.config, data.describe(), study.method, base, base_flip, stages, normalisation,
+                     distilled=options.distill and study.method != "ste", compare=compare)
+
+
+def _fixed_widths(study: Study) -> dict[str, int] | None:
+    """The widths set by layer name: the plan given, or the sensitivity study's fragile layers at 8 bits."""
+    plan = study.qat.plan
+    if plan != "sensitivity":
+        return plan
+    rows = sensitivity(study.model, study.data, study.device, Scheme(bits=min(b for b, _ in study.schedule)))
+    mixed = mixed_precision_plan(study.model, study.data, study.device, rows, fragile=max(1, len(rows) // 5))
+    return {name: b for name, b in mixed["plan"].items() if b == 8}
+
+
+def _learned_stage(tuned: dict) -> Stage:
     baked, quantization = bake_learned(tuned["model"])
-    return QatReport(study.config, data.describe(), tuned["bits"], tuned["float32"], tuned["before"], tuned["after"],
-                     tuned["history"], study.epochs, baked, {**normalisation, "quantization": quantization},
-                     method=study.method, layer_bits=tuned["layer_bits"], after_flip=tuned["after_flip"])
+    return Stage(tuned["bits"], tuned["epochs"], tuned["before"], tuned["after"], tuned["after_flip"],
+                 tuned["train_seconds"], tuned["layer_bits"], tuned["history"], baked.float(), quantization)
+
+
+def _ste_stages(study: Study, fixed: dict[str, int] | None) -> list[Stage]:
+    """STE fine-tunes along the schedule, each starting from the last one's network."""
+    current, stages = study.model, []
+    for i, (bits, epochs) in enumerate(study.schedule):
+        plan = layer_bits(study.model, bits, study.qat.edge_bits, fixed)
+        tuned = quantization_aware_finetune(current, study.config, study.data, study.device, bits=bits,
+                                            epochs=epochs, layer_bits=plan,
+                                            on_progress=overall_progress(study.on_step, i, len(study.schedule)))
+        stages.append(Stage(bits, epochs, tuned["before"], tuned["after"], tuned["after_flip"],
+                            tuned["train_seconds"], plan, tuned["history"], tuned["model"]))
+        current = tuned["model"]
+    return stages
+
+
+def _compare(study: Study, fixed: dict[str, int] | None) -> list[dict]:
+    """Post-training rounding (weights per channel, inputs per tensor, calibrated on 256 training images) and the
+    other kind of fine-tune (STE for a learned method, LSQ for STE), at every width of the schedule, each from the
+    float32 network with the same per-layer widths and epochs."""
+    model, data, device = study.model, study.data, study.device
+    calib, rows = calibration_batches(data, device), []
+    for bits, epochs in study.schedule:
+        plan = layer_bits(model, bits, study.qat.edge_bits, fixed)
+        rows.append({"scheme": "post-training", "bits": bits,
+                     "accuracy": accuracy(fake_quantized_plan(model, plan, calib), data, device)})
+        if study.method == "ste":
+            tuned = learned_finetune(model, study.config, data, device, bits=bits, epochs=epochs, plan=plan,
+                                     teacher=copy.deepcopy(model).eval() if study.qat.distill else None)
+            rows.append({"scheme": "LSQ fine-tune", "bits": bits, "accuracy": tuned["after"]})
+        else:
+            tuned = quantization_aware_finetune(model, study.config, data, device, bits=bits, epochs=epochs,
+                                                layer_bits=plan)
+            rows.append({"scheme": "STE fine-tune", "bits": bits, "accuracy": tuned["after"]})
+    return rows
 
 
 def _int8_study(study: Study) -> Int8Report:

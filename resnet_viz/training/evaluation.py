@@ -48,10 +48,11 @@ def share(table: torch.Tensor) -> float:
     return int(table[:, 0].sum()) / max(int(table[:, 1].sum()), 1)
 
 
-def accuracy(model: nn.Module, data: Dataset, device: torch.device, batch_size: int = 512) -> float:
-    """Validation accuracy, in float32."""
+def accuracy(model: nn.Module, data: Dataset, device: torch.device, batch_size: int = 512,
+             flip_tta: bool = False) -> float:
+    """Validation accuracy, in float32 (with flip test-time augmentation if asked)."""
     batches = DeviceBatches(data.val, device, data.mean, data.std)
-    return evaluate(model, batches, len(data.classes), batch_size=batch_size)[0]
+    return evaluate(model, batches, len(data.classes), batch_size=batch_size, flip_tta=flip_tta)[0]
 
 
 def per_class_rows(classes: tuple[str, ...], table: torch.Tensor,
@@ -68,10 +69,11 @@ def per_class_rows(classes: tuple[str, ...], table: torch.Tensor,
 
 
 def evaluate_checkpoint(path: str | Path, data: Dataset, split: str = "val", device: str = "auto",
-                        flip_tta: bool = False) -> tuple[float, list[dict[str, Any]]]:
-    """Accuracy of a saved model on a dataset's split, and its per-class table."""
+                        flip_tta: bool = False, opener=load_checkpoint) -> tuple[float, list[dict[str, Any]]]:
+    """Accuracy of a saved model on a dataset's split, and its per-class table. ``opener(path, device)`` opens
+    the file as (model, config, meta): a low-bit network's opener returns it computing as quantized."""
     device = pick_device(device)
-    model, config, meta = load_checkpoint(path, device)
+    model, config, meta = opener(path, device)
     check_classes(config, data, "the checkpoint")
     chosen = {"val": data.val, "train": data.train}[split]
     # normalise as in training: with the training set's statistics stored in the checkpoint

@@ -169,11 +169,14 @@ class Trainer:
 
     def __init__(self, config: ResNetConfig, data: Dataset, settings: TrainSettings | None = None,
                  out_dir: str | Path | None = None, model: nn.Module | None = None, world: World | None = None,
-                 resume: Resume | None = None):
+                 resume: Resume | None = None, teacher: nn.Module | None = None):
         """``model``, if given, is trained from where it stands (e.g. a trained network prepared for
         quantization-aware fine-tuning) instead of a freshly initialised one built from ``config``;
-        ``resume`` goes on with a run saved in a checkpoint (its config and settings must be the ones given)."""
+        ``resume`` goes on with a run saved in a checkpoint (its config and settings must be the ones given);
+        ``teacher``, if given, is distilled from (``distillation_loss``): the loss is half the cross-entropy with
+        the labels and half the KL divergence from the teacher's predictions."""
         self.config, self.data, self.initial_model, self.resume = config, data, model, resume
+        self.teacher = teacher
         self.settings = settings or TrainSettings()
         self.world = world or World()
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -311,6 +314,10 @@ class Trainer:
         # channels_last suits cuDNN and oneDNN alike: on this kind of CPU it trained ResNet-20 about 20% faster
         channels_last = device.type in ("cuda", "cpu")
         model, wrapped = self._place_model(channels_last)
+        if self.teacher is not None:
+            self.teacher = self.teacher.to(device).eval()
+            if channels_last:
+                self.teacher = self.teacher.to(memory_format=torch.channels_last)
         step_model = torch.compile(wrapped) if s.compile else wrapped
         train = DeviceBatches(self.data.train, device, self.data.mean, self.data.std, channels_last=channels_last)
         val = DeviceBatches(self.data.val, device, self.data.mean, self.data.std, channels_last=channels_last)
@@ -446,6 +453,8 @@ class Trainer:
                 with autocast(self.device, self.precision):
                     out = step_model(xs)
                     loss = loss_fn(out, ys)
+                    if self.teacher is not None:
+                        loss = distillation_loss(loss, out, self.teacher, xs)
                 (loss / parts).backward()
             loss_sum += loss.detach().float() * len(ys)
             correct += (out.argmax(1) == ys).sum()
@@ -523,6 +532,16 @@ class Trainer:
 
 
 METRICS_BYTES = 1 << 20  # metrics.json, metrics.csv, per_class.csv and config.json, with room to spare
+
+
+def distillation_loss(label_loss: torch.Tensor, out: torch.Tensor, teacher: nn.Module,
+                      x: torch.Tensor) -> torch.Tensor:
+    """Half the loss against the labels, half KL(teacher ‖ student) at temperature 1: the distillation that LSQ
+    (Esser et al. 2020, Sec. 3.6) adds to low-bit fine-tunes. The teacher runs in eval mode, without gradients."""
+    with torch.no_grad():
+        target = torch.log_softmax(teacher(x).float(), dim=1)
+    kl = nn.functional.kl_div(torch.log_softmax(out.float(), dim=1), target, reduction="batchmean", log_target=True)
+    return 0.5 * label_loss + 0.5 * kl
 
 
 def _sync(device: torch.device) -> None:
