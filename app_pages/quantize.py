@@ -23,12 +23,15 @@ from app_pages.common import (
 from resnet_viz import ConfigError, ResNetVizError
 from resnet_viz.data import load_dataset
 from resnet_viz.jobs import StudyJob
+from resnet_viz.quantization.qat import parse_schedule
 from resnet_viz.quantization.reports import Int8Report, QatReport, SensitivityReport, SweepReport
-from resnet_viz.quantization.studies import MODES, QAT_METHODS, run_study
+from resnet_viz.quantization.studies import MODES, QAT_METHODS, QatOptions, run_study
 from resnet_viz.views.charts import accuracy_vs_bits
 
 PERCENT = st.column_config.NumberColumn(format="percent")
 state = st.session_state
+LAYER_PLANS = {"edges": "first conv and fc at 8 bits", "same": "every layer at the same width",
+               "sensitivity": "mixed: the most fragile fifth at 8 bits (a sensitivity study first)"}
 job: StudyJob | None = my_job("quantization")
 running = job is not None and not job.ended()
 
@@ -50,9 +53,23 @@ with st.form("quantize", border=True):
     bits = f.text_input("Bits", "8 6 4 3 2", key="q_bits", help="Sweep: every width listed; otherwise the first")
     epochs = g.number_input("Fine-tune epochs", 1, 100, 3, key="q_epochs")
     limit = h.number_input("Images per class (0: all)", 0, 100_000, 0, key="q_limit")
-    method = st.radio("Fine-tune method", list(QAT_METHODS), format_func=lambda k: f"{k}: {QAT_METHODS[k]}",
-                      horizontal=True, key="q_method", help="For the quantization-aware fine-tune: LSQ learns each "
-                      "quantizer's step with the network (Esser et al. 2020); the first conv and the fc stay at 8 bits")
+    with st.expander("Fine-tune settings (for the quantization-aware fine-tune)"):
+        method = st.radio("Method", list(QAT_METHODS), format_func=lambda k: f"{k}: {QAT_METHODS[k]}",
+                          horizontal=True, key="q_method", help="LSQ learns each quantizer's step with the network "
+                          "(Esser et al. 2020); PACT learns where the inputs are clipped (Choi et al. 2018)")
+        i, j = st.columns(2)
+        schedule = i.text_input("Schedule (BITS:EPOCHS, …)", key="q_schedule", placeholder="8:1, 4:4, 3:3, 2:4",
+                                help="A progressive schedule: each stage starts from the last one's network. Empty: "
+                                     "one stage, at the first of the bits above, for the epochs above")
+        layer_plan = j.selectbox("Bits of each layer", list(LAYER_PLANS), format_func=LAYER_PLANS.get,
+                                 key="q_plan")
+        k, m = st.columns(2)
+        distill = k.checkbox("Distil from the float32 network", True, key="q_distill",
+                             help="Half the loss from the labels, half from the float32 network's predictions "
+                                  "(LSQ and PACT)")
+        compare = m.checkbox("Compare with post-training rounding and the other fine-tune", key="q_compare",
+                             help="At every width: rounding alone, and STE (or LSQ, for STE) for as many epochs; "
+                                  "the fine-tunes then take about twice as long")
     go = st.form_submit_button("Run", type="primary", disabled=running, icon=":material/play_arrow:")
 where_data_lies()
 
@@ -70,9 +87,14 @@ def study() -> StudyJob:
         raise ConfigError("upload a checkpoint, pick a shipped network, or train one on the Train page first")
     else:
         checkpoint, folder = keep_upload(upload, "resnet-viz-q-")
+    options = QatOptions(schedule=parse_schedule(schedule) if schedule.strip() else None,
+                         edge_bits=None if layer_plan == "same" else 8,
+                         plan="sensitivity" if layer_plan == "sensitivity" else None, distill=distill,
+                         compare=compare)
     job = StudyJob(lambda progress: run_study(
         checkpoint, load_dataset(spec, limit_per_class=int(limit) or None), mode, widths, int(epochs),
-        progress=progress, method=method), "quantization")
+        progress=progress, method=method, qat=options,
+        on_step=lambda step: progress(round(1000 * step.progress), 1000)), "quantization")
     job.temporary += [folder] if folder else []
     if not checkpoint.startswith("bundled:"):
         job.uses.append(Path(checkpoint).parent)
@@ -129,11 +151,24 @@ def show_sensitivity(report: SensitivityReport) -> None:
 
 
 def show_qat(report: QatReport) -> None:
-    cols = st.columns(3)
-    cols[0].metric("float32", f"{report.float32:.2%}")
-    cols[1].metric(f"{report.bits}-bit before", f"{report.before:.2%}")
-    cols[2].metric(f"{report.bits}-bit after fine-tune", f"{report.after:.2%}", delta=f"{report.gain:+.2%}")
-    st.caption(" · ".join(report.summary_lines()[1:]))
+    last = report.last
+    cols = st.columns(4)
+    cols[0].metric("float32", f"{report.float32:.2%}", delta=None if report.float32_flip is None else
+                   f"{report.float32_flip:.2%} with flip TTA", delta_color="off")
+    cols[1].metric(f"{last.name} before", f"{last.before:.2%}")
+    cols[2].metric(f"{last.name} after the fine-tune", f"{last.after:.2%}", delta=f"{report.gain:+.2%}")
+    if last.sizes:
+        cols[3].metric("Weights, packed", f"{last.sizes['packed']:,} B", delta_color="off",
+                       delta=f"{last.sizes['float32'] / last.sizes['packed']:.1f}× smaller than float32")
+    st.plotly_chart(accuracy_vs_bits(report.chart_rows, "Accuracy against bits: rounding alone and fine-tuned"),
+                    width="stretch")
+    st.dataframe(pd.DataFrame(report.rows), hide_index=True, width="stretch", column_config={
+        name: PERCENT for name in ("float32", "before", "after", "float32_flip", "after_flip")})
+    st.caption(" · ".join(line.strip() for line in report.summary_lines()[1:]))
+    names = report.file_names()  # each stage's checkpoint, and packed file (made when its button is clicked)
+    for column, name in zip(st.columns(len(names)), names):
+        column.download_button(name, lambda name=name: report.files()[name], name, "application/octet-stream",
+                               key=f"q-file-{name}", icon=":material/download:", width="stretch", on_click="ignore")
 
 
 SHOW = {Int8Report: show_int8, SweepReport: show_sweep, SensitivityReport: show_sensitivity, QatReport: show_qat}

@@ -196,6 +196,11 @@ class QatReport(Report):
         lines += [f"compared: {r['scheme']} at {r['bits']} bits: {r['accuracy']:.2%}" for r in self.compare]
         return lines
 
+    def file_names(self) -> list[str]:
+        """The names of ``files()``, without making them."""
+        return [f"qat-{st.name}{ext}" for st in self.stages
+                for ext in ((".pt",) if st.quantization is None else (".pt", SUFFIX))]
+
     def files(self) -> dict[str, bytes]:
         """Each stage's network: a checkpoint (``qat-W4A4.pt``) and, for learned methods, the packed file
         (``qat-W4A4.rvq``), which ``evaluate`` reads as quantized."""

@@ -211,8 +211,10 @@ def block_activity_chart(inspections: Sequence[dict], metric: str) -> go.Figure:
     return fig
 
 
-def accuracy_vs_bits(rows: Sequence[dict]) -> go.Figure:
-    """A quantization sweep: validation accuracy against bits, one line per scheme, float32 as a line across."""
+def accuracy_vs_bits(rows: Sequence[dict],
+                     title: str = "Accuracy against bits (weights and activations rounded, simulated)") -> go.Figure:
+    """Validation accuracy against bits, one line per scheme (rounding schemes, or methods: post-training, STE and
+    LSQ fine-tunes), float32 as a line across."""
     fig = go.Figure()
     base = next((r["accuracy"] for r in rows if r["scheme"] == "float32"), None)
     for i, scheme in enumerate(dict.fromkeys(r["scheme"] for r in rows if r["scheme"] != "float32")):
@@ -222,7 +224,7 @@ def accuracy_vs_bits(rows: Sequence[dict]) -> go.Figure:
                                  hovertemplate=f"{scheme}<br>%{{x}} bits: %{{y:.2%}}<extra></extra>"))
     if base is not None:
         fig.add_hline(y=base, line_dash="dot", annotation_text=f"float32 {base:.2%}")
-    _layout(fig, "Accuracy against bits (weights and activations rounded, simulated)", "bits", "validation accuracy")
+    _layout(fig, title, "bits", "validation accuracy")
     fig.update_layout(yaxis={"tickformat": ".0%", "rangemode": "tozero"}, xaxis={"dtick": 1})
     return fig
 

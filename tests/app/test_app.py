@@ -466,10 +466,22 @@ def test_quantize_page_studies_the_last_training_run():
     ok(at)
     assert at.success[0].value.startswith("Mixed precision: the 1 most fragile layers at 8 bits")
     assert "painted by accuracy lost at 4 bits" in graphviz(at)
+    at.text_input(key="q_schedule").set_value("4:1, 3:1")
+    at.checkbox(key="q_compare").check()
     run_study(at, "qat", "3")
     ok(at)
-    assert [m.label for m in at.metric] == ["float32", "3-bit before", "3-bit after fine-tune"]
-    assert [b.label for b in at.main.download_button] == ["JSON"]
+    assert [m.label for m in at.metric] == ["float32", "W3A3 before", "W3A3 after the fine-tune", "Weights, packed"]
+    stages = at.dataframe[0].value
+    assert list(stages["bits"]) == [4, 3] and list(stages["epochs"]) == [1, 1] and set(stages["method"]) == {"lsq"}
+    chart = at.get("plotly_chart")[0].proto.spec
+    for name in ("LSQ fine-tune", "STE fine-tune", "post-training", "float32"):
+        assert name in chart  # the three methods side by side
+    assert [b.label for b in at.main.download_button] == ["qat-W4A4.pt", "qat-W4A4.rvq", "qat-W3A3.pt",
+                                                          "qat-W3A3.rvq", "JSON"]
+    at.text_input(key="q_schedule").set_value("4:1, 3")
+    at.form_submit_button[0].click().run()
+    assert "Schedule stage '3' is not BITS:EPOCHS" in at.error[0].value
+    at.text_input(key="q_schedule").set_value("")
     pytest.importorskip("torchao")
     run_study(at, "int8", "8")
     ok(at)
