@@ -160,7 +160,7 @@ def show_qat(report: QatReport) -> None:
     if last.sizes:
         cols[3].metric("Weights, packed", f"{last.sizes['packed']:,} B", delta_color="off",
                        delta=f"{last.sizes['float32'] / last.sizes['packed']:.1f}× smaller than float32")
-    st.plotly_chart(accuracy_vs_bits(report.chart_rows, "Accuracy against bits: rounding alone and fine-tuned"),
+    st.plotly_chart(accuracy_vs_bits(report.chart_rows, report.chart_title),
                     width="stretch")
     st.dataframe(pd.DataFrame(report.rows), hide_index=True, width="stretch", column_config={
         name: PERCENT for name in ("float32", "before", "after", "float32_flip", "after_flip")})

@@ -23,8 +23,10 @@ import torch
 
 from benchmarks import machine
 from resnet_viz.data import load_dataset
+from resnet_viz.quantization.lsq import bake_learned
+from resnet_viz.quantization.packed import SUFFIX, packed_bytes, weight_sizes
 from resnet_viz.quantization.qat import parse_schedule, progressive_finetune
-from resnet_viz.training import load_checkpoint
+from resnet_viz.training import checkpoint_bytes, load_checkpoint
 
 TARGETS = {4: 1.0, 3: 2.0, 2: 5.0}  # points below float32
 
@@ -59,7 +61,13 @@ def main() -> None:
               f"({gap_flip:.2f} below){verdict}", flush=True)
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
-            torch.save(r["model"].state_dict(), args.out / f"W{r['bits']}A{r['bits']}-prepared.pt")
+            baked, quantization = bake_learned(r["model"])
+            facts = {"mean": meta["mean"], "std": meta["std"], "classes": meta["classes"], "quantization": quantization}
+            (args.out / f"W{r['bits']}A{r['bits']}.pt").write_bytes(checkpoint_bytes(baked.float(), config, facts))
+            packed = packed_bytes(baked.float(), config, facts)
+            (args.out / f"W{r['bits']}A{r['bits']}{SUFFIX}").write_bytes(packed)
+            row.update(file_bytes=len(packed), **{f"weight_bytes_{k}": v for k, v in
+                                                  weight_sizes(baked, quantization["layers"]).items()})
             (args.out / "lowbit.json").write_text(json.dumps({"machine": machine.describe(), "stages": rows},
                                                              indent=2))
 

@@ -207,3 +207,45 @@ def test_cli_quantize_int8(tmp_path, capsys):
     ops = {node.op_type for node in onnx.load(str(tmp_path / "q" / "int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     assert "Conv" in {node.op_type for node in onnx.load(str(tmp_path / "q" / "float32.onnx")).graph.node}
+
+
+def test_cli_quantize_a_schedule_with_a_plan_compared_with_rounding_and_ste(trained, tmp_path, capsys):
+    from resnet_viz.cli import main
+
+    run = _train_tiny_checkpoint(tmp_path, capsys, epochs=1, batch_size=64)
+    common = [str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "30"]
+    code = main(["quantize", *common, "--mode", "sensitivity", "--bits", "2", "--out", str(tmp_path / "sens")])
+    assert code == 0
+    capsys.readouterr()
+    code = main(["quantize", *common, "--mode", "qat", "--schedule", "4:1,2:1", "--edge-bits", "0", "--no-distill",
+                 "--plan", str(tmp_path / "sens" / "sensitivity.json"), "--compare", "--out", str(tmp_path / "q")])
+    out = capsys.readouterr().out
+    assert code == 0 and "W4A4: " in out and "W2A2: " in out and "distilled" not in out
+    report = json.loads((tmp_path / "q" / "qat.json").read_text())
+    fragile = {row["layer"] for row in json.loads((tmp_path / "sens" / "sensitivity.json").read_text())["rows"]
+               if row["rank"] == 1}
+    bits = report["layer_bits"]["W2A2"]
+    assert all(bits[name] == 8 for name in fragile)  # the sensitivity study's plan
+    assert all(b == 2 for name, b in bits.items() if name not in fragile)  # the edges too: --edge-bits 0
+    assert [(r["scheme"], r["bits"]) for r in report["compare"]] == [
+        ("post-training", 4), ("STE fine-tune", 4), ("post-training", 2), ("STE fine-tune", 2)]
+    assert [s["bits"] for s in report["stages"]] == [4, 2]
+    html = (tmp_path / "q" / "qat.html").read_text()
+    assert "LSQ fine-tune" in html and "STE fine-tune" in html and "post-training" in html
+    assert {p.name for p in (tmp_path / "q").iterdir()} >= {"qat-W4A4.pt", "qat-W4A4.rvq", "qat-W2A2.rvq"}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--schedule", "4:1,x"], "is not BITS:EPOCHS"),
+    (["--plan", "conv1"], "is not NAME=BITS"),
+    (["--plan", "nope.json"], "not a sensitivity.json"),
+    (["--plan", "nope=8"], "no conv or linear layer named 'nope'"),
+    (["--edge-bits", "1"], "--edge-bits 1: give 2 to 16 bits"),
+])
+def test_cli_quantize_refuses_bad_fine_tune_options_in_one_sentence(trained, tmp_path, capsys, flags, message):
+    from resnet_viz.cli import main
+
+    run = _train_tiny_checkpoint(tmp_path, capsys, epochs=1, batch_size=64)
+    code = main(["quantize", str(run / "checkpoint.pt"), "--data", "synthetic", "--limit-per-class", "10",
+                 "--mode", "qat", "--epochs", "1", *flags])
+    assert code == 2 and message in capsys.readouterr().err

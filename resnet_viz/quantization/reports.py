@@ -54,6 +54,7 @@ class SweepReport(Report):
     """Accuracy at each bit width for each rounding scheme, after a float32 row."""
 
     mode: ClassVar[str] = "sweep"
+    chart_title: ClassVar[str] = "Accuracy against bits (weights and activations rounded, simulated)"
     rows: list[dict[str, Any]]  # scheme, bits, accuracy
 
     def _findings(self) -> dict[str, Any]:
@@ -131,6 +132,7 @@ class QatReport(Report):
     without flip TTA); with ``compare``, post-training rounding and the STE fine-tune at the same widths."""
 
     mode: ClassVar[str] = "qat"
+    chart_title: ClassVar[str] = "Accuracy against bits: rounding alone and fine-tuned"
     method: str  # "lsq", "pact" or "ste"
     float32: float
     float32_flip: float | None
