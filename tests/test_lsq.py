@@ -134,3 +134,21 @@ def test_a_learned_fine_tune_trains_the_steps_and_reports_every_layers_bits():
     with torch.no_grad():  # as quantized: every 3-bit layer's weights have at most 8 levels per channel
         w = tuned.layer2[1].conv2.weight
         assert all(len(torch.unique(w[c])) <= 8 for c in range(w.shape[0]))
+
+
+def test_a_step_pushed_through_zero_is_kept_positive():
+    """At 2 bits an SGD update can push a channel's step below zero, which flips its grid; the quantizer clamps it
+    to a tiny positive step at its next forward pass, as torch.ao's learnable fake quantize clamps its scale."""
+    q = LsqQuantizer(2, signed=True, channels=3)
+    w = torch.randn(3, 4)
+    q(w)
+    with torch.no_grad():
+        q.step[1] = -0.5
+    out = q(w)
+    assert bool((q.step > 0).all()) and float(q.step.detach()[1]) == pytest.approx(torch.finfo(torch.float32).eps)
+    assert out[1].abs().max() < 1e-5  # that channel rounds to (almost) nothing, rather than to a flipped grid
+    pact = PactQuantizer(2, alpha=1.0)
+    with torch.no_grad():
+        pact.alpha.fill_(-1.0)
+    pact(torch.rand(10))
+    assert float(pact.alpha.detach()) > 0

@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import ConfigError
 
 METHODS = ("lsq", "pact")
+STEP_MIN = float(torch.finfo(torch.float32).eps)  # the smallest step (and PACT α) a quantizer keeps
 
 
 def round_pass(x: torch.Tensor) -> torch.Tensor:
@@ -69,6 +70,8 @@ class LsqQuantizer(nn.Module):
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         if not bool(self.initialised):
             self.initialise(v)
+        with torch.no_grad():  # a step that an update pushed through zero would flip or collapse its grid
+            self.step.clamp_(min=STEP_MIN)  # (as torch.ao's learnable fake quantize clamps its scale)
         per_step = v.numel() // (self.channels or 1)
         g = 1.0 / math.sqrt(per_step * self.qp)
         s = grad_scale(self.step, g).reshape(self._shape(v))
@@ -93,6 +96,8 @@ class PactQuantizer(nn.Module):
         return self.alpha / self.qp
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.alpha.clamp_(min=STEP_MIN)
         alpha = self.alpha.reshape(())
         clipped = torch.where(v < alpha, torch.relu(v), alpha)  # ∂/∂α: 1 where v ≥ α, else 0
         s = (alpha / self.qp).detach()  # PACT's estimate: α moves by the clipping alone, not by the rounding
