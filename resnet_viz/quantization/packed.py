@@ -25,7 +25,7 @@ from ..config import ResNetConfig
 from ..errors import CheckpointError, ConfigError
 from ..formatting import human_bytes
 from ..model import build_model
-from ..training import checkpoint_bytes, load_checkpoint
+from ..training import load_checkpoint
 from ..training.inflation import checkpoint_bytes_allowed
 from ..weights import resolve
 from .lsq import LsqQuantizer, PactQuantizer, levels, quantize_input
@@ -205,12 +205,6 @@ def weight_sizes(model: nn.Module, layers: dict[str, dict]) -> dict[str, int]:
         out["int8"] += count + 4 * channels
         out["packed"] += packed_size(count, int(layer["bits"])) + 4 * channels
     return out
-
-
-def checkpoint_and_packed(model: nn.Module, config: ResNetConfig, meta: dict) -> dict[str, bytes]:
-    """The two files a learned-step fine-tune leaves: a checkpoint (float32 tensors, its steps in its facts) and
-    the packed file."""
-    return {"checkpoint": checkpoint_bytes(model, config, meta), "packed": packed_bytes(model, config, meta)}
 
 
 def _layers(meta: dict) -> dict[str, dict]:

@@ -208,12 +208,10 @@ class QatReport(Report):
         (``qat-W4A4.rvq``), which ``evaluate`` reads as quantized."""
         out = {}
         for st in self.stages:
-            if st.quantization is None:
-                meta = {**self.normalisation, "quantization": f"{st.bits}-bit weights on their grids after QAT"}
-                out[f"qat-{st.name}.pt"] = checkpoint_bytes(st.model, self.config, meta)
-            else:
-                meta = {**self.normalisation, "quantization": st.quantization}
-                out[f"qat-{st.name}.pt"] = checkpoint_bytes(st.model, self.config, meta)
+            how = st.quantization or f"{st.bits}-bit weights on their grids after QAT"
+            meta = {**self.normalisation, "quantization": how}
+            out[f"qat-{st.name}.pt"] = checkpoint_bytes(st.model, self.config, meta)
+            if st.quantization is not None:  # learned steps define the grid the packed codes count in
                 out[f"qat-{st.name}{SUFFIX}"] = packed_bytes(st.model, self.config, meta)
         return out
 
