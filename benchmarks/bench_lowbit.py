@@ -3,7 +3,7 @@ the last stage's float weights), with the fine-tune epochs and the CPU time of e
 quantized with and without flip TTA against float32, on the validation split of the shared CIFAR-10 archive.
 
     .venv/bin/python -m benchmarks.bench_lowbit --data path/to/cifar10-jpeg-train.tar.gz \\
-        [--schedule 8:1,4:4,3:3,2:4] [--method lsq] [--no-distill] [--out runs/lowbit]
+        [--schedule 8:1,4:4,3:3,2:4] [--method lsq] [--init mse] [--lr 0.01] [--no-distill] [--out runs/lowbit]
 
 Targets (against float32, with and without flip TTA): W4A4 within 1.0 point, W3A3 within 2.0, W2A2 within 5.0;
 the first conv and the fc stay at 8 bits. With --out, each stage's fine-tuned network is saved there as a
@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--schedule", default="8:1,4:4,3:3,2:4")
     p.add_argument("--method", default="lsq", choices=["lsq", "pact"])
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--init", default="mse", choices=["mse", "lsq"], help="where each step starts")
     p.add_argument("--no-distill", action="store_true")
     p.add_argument("--out", type=Path)
     p.add_argument("--limit", type=int, help="images per class (a quick check; the figures use all of them)")
@@ -51,7 +52,8 @@ def main() -> None:
     def stage(i: int, r: dict) -> None:
         row = {k: r[k] for k in ("bits", "method", "epochs", "distilled", "float32", "before", "after", "after_flip",
                                  "train_seconds")}
-        row.update(float32_flip=float_flip, wall_seconds=time.perf_counter() - start, layer_bits=r["layer_bits"])
+        row.update(init=args.init, lr=args.lr, float32_flip=float_flip, wall_seconds=time.perf_counter() - start,
+                   layer_bits=r["layer_bits"])
         rows.append(row)
         gap, gap_flip = 100 * (r["float32"] - r["after"]), 100 * ((float_flip or 0) - r["after_flip"])
         target = TARGETS.get(r["bits"])
@@ -72,7 +74,8 @@ def main() -> None:
                                                              indent=2))
 
     progressive_finetune(model, config, data, torch.device("cpu"), parse_schedule(args.schedule),
-                         distill=not args.no_distill, on_stage=stage, method=args.method, lr=args.lr)
+                         distill=not args.no_distill, on_stage=stage, method=args.method, lr=args.lr,
+                         init=args.init)
 
 
 if __name__ == "__main__":

@@ -124,8 +124,9 @@ def calibrate_learned(model: nn.Module, batches: list[torch.Tensor]) -> None:
 def learned_finetune(model: nn.Module, config, data, device: torch.device, bits: int = 4, epochs: int = 3,
                      lr: float = 0.01, batch_size: int = 128, method: str = "lsq", edge_bits: int | None = 8,
                      plan: dict[str, int] | None = None, teacher: nn.Module | None = None,
-                     float32: float | None = None, on_progress=None) -> dict:
-    """Fine-tune a trained network with learned-step quantization (``method`` "lsq", or "pact" for the inputs)
+                     float32: float | None = None, init: str = "mse", on_progress=None) -> dict:
+    """Fine-tune a trained network with learned-step quantization (``method`` "lsq", or "pact" for the inputs;
+    steps initialised as ``init`` says)
     at ``bits`` (first conv and fc at ``edge_bits``; ``plan`` sets layers by name), distilling from ``teacher``
     if given. Returns the accuracy as quantized before the fine-tune (the steps as initialised) and after it, with
     and without flip TTA, next to float32 (``float32``, or measured on ``model``); the bits of every layer; the
@@ -133,7 +134,7 @@ def learned_finetune(model: nn.Module, config, data, device: torch.device, bits:
     from .lsq import layer_bits, prepare_learned
 
     per_layer = layer_bits(model, bits, edge_bits, plan)
-    prepared = prepare_learned(model, per_layer, method).to(device)
+    prepared = prepare_learned(model, per_layer, method, init).to(device)
     calibrate_learned(prepared, calibration_batches(data, device, images=256))
     base = accuracy(model, data, device) if float32 is None else float32
     before = accuracy(prepared, data, device)
