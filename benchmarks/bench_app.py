@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from benchmarks import machine
 from resnet_viz import preset
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "resnet_viz_app" / "app.py")
 PAGES = ["app_pages/overview.py", "app_pages/layers.py", "app_pages/diagram.py", "app_pages/compare.py"]
 FLOOR = """
 import streamlit as st

@@ -35,7 +35,7 @@ from resnet_viz.views.charts import prediction_chart, residual_ratio_chart
 from resnet_viz.views.diagram import block_diagram
 from resnet_viz.views.inside import normalise, open_inside, pixel_attribution
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "resnet_viz_app" / "app.py")
 
 
 def figures(inside, pixels, traced) -> None:

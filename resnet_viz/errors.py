@@ -35,3 +35,21 @@ class QuantizationError(ResNetVizError):
 
 class UsageError(ResNetVizError):
     """Bad command-line input; the message is the whole story."""
+
+
+class MissingPackage(ResNetVizError, ImportError):
+    """An optional package is not installed; the message names the extra of resnet-viz that brings it."""
+
+
+def require(module: str, extra: str, purpose: str):
+    """``module``, imported; or, where its package is not installed, one sentence: ``purpose`` needs it, and
+    ``pip install 'resnet-viz[extra]'`` brings it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        package = module.partition(".")[0]
+        if (e.name or "").partition(".")[0] != package:  # the package is there; something it needs is not
+            raise
+        raise MissingPackage(f"{purpose} needs the {package} package: pip install 'resnet-viz[{extra}]'") from None

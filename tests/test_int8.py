@@ -172,7 +172,7 @@ def test_quantizing_needs_calibration_images_and_torchao(monkeypatch):
     with pytest.raises(QuantizationError, match="needs calibration images"):
         quantize_int8(model, [])
     monkeypatch.setitem(sys.modules, "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", None)
-    with pytest.raises(QuantizationError, match=r"needs the torchao package \(pip install torchao\)"):
+    with pytest.raises(QuantizationError, match=r"needs the torchao package: pip install 'resnet-viz\[quantize\]'"):
         quantize_int8(model, [torch.randn(2, 3, 32, 32)])
 
 
@@ -193,5 +193,5 @@ def test_cli_int8_without_torchao_says_so_in_one_line_and_writes_nothing(trained
     # one line: the progress bar draws and clears itself on it (carriage returns), then the sentence
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err, captured.err
     last = captured.err.rsplit("\r", 1)[-1]
-    assert last == "error: int8 quantization needs the torchao package (pip install torchao)\n"
+    assert last == "error: int8 quantization needs the torchao package: pip install 'resnet-viz[quantize]'\n"
     assert not out.exists()

@@ -1,4 +1,5 @@
-"""The command line: ``python -m resnet_viz presets|summary|export|train|evaluate|quantize|weights|inside|study ...``.
+"""The command line: ``resnet-viz`` (or ``python -m resnet_viz``)
+``presets|summary|export|train|evaluate|quantize|weights|inside|study|app ...``.
 
 Same core calls as the app. Bad input ends with exit status 2 and one line on stderr, never a traceback.
 """
@@ -8,19 +9,31 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..errors import ResNetVizError
 from ..training import distributed
-from . import inside, lab, networks, quantize, train
+from . import app, inside, lab, networks, quantize, train
 from .arguments import Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m resnet_viz", description="Build, trace and count residual networks.")
+    called = Path(sys.argv[0]).name
+    parser = Parser(prog="resnet-viz" if called.startswith("resnet-viz") else "python -m resnet_viz",
+                    description="Build, trace and count residual networks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for commands in (networks, train, quantize, inside, lab):
+    for commands in (networks, train, quantize, inside, lab, app):
         commands.register(sub)
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; the flags a command does not know go on (as ``args.flags``) where it passes them on."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "passes_flags_on", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.flags = unknown
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     who = f"rank {rank}: " if rank else ""
     fresh_line = "\n" if rank else ""  # rank 0's progress bar may hold the line
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(build_parser(), argv)
         output = args.run(args)
     except ResNetVizError as e:
         if local_rank == 0:  # every process of a run meets the same bad input: one message per machine

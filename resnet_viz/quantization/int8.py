@@ -149,7 +149,8 @@ def _x86_quantizer_module():
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
     except ImportError:
-        raise QuantizationError("int8 quantization needs the torchao package (pip install torchao)") from None
+        raise QuantizationError("int8 quantization needs the torchao package: "
+                                "pip install 'resnet-viz[quantize]'") from None
     finally:
         pytree_log.setLevel(level)
     return x86
@@ -339,7 +340,8 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
                                          dynamic_shapes=({0: batch},))
             exported.save(str(path))
         except ImportError as e:
-            raise QuantizationError(f"ONNX export needs the onnx and onnxscript packages ({e})") from None
+            raise QuantizationError(f"ONNX export needs the onnx and onnxscript packages ({e}): "
+                                    "pip install 'resnet-viz[quantize]'") from None
         except Exception as e:  # the exporter raises many kinds of errors for graphs it cannot translate
             raise QuantizationError(f"the model cannot be exported to ONNX: {first_line(e)}") from None
         return path.read_bytes()

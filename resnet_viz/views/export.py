@@ -31,7 +31,7 @@ NEEDS_DOT = (
 )
 NEEDS_KALEIDO = (
     "static chart images need the kaleido package and a Chrome or Chromium browser "
-    "(pip install kaleido; Debian/Ubuntu: apt-get install chromium) — HTML charts work without them"
+    "(pip install 'resnet-viz[images]'; Debian/Ubuntu: apt-get install chromium) — HTML charts work without them"
 )
 
 

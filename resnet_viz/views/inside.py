@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, require
 from ..model import BLOCK_CLASSES, PreActBlock, branch_end, hooked_forward
 from . import pictures
 
@@ -121,7 +121,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: str, target: int) -> torc
     """Grad-CAM (Selvaraju et al. 2017) of class ``target`` at the output of the module ``layer``, by captum's
     ``LayerGradCam``: the ReLU of the feature maps weighted by their gradients' spatial mean, (h, w) at that
     layer's own resolution."""
-    from captum.attr import LayerGradCam
+    LayerGradCam = require("captum.attr", "inside", "Grad-CAM").LayerGradCam
 
     was_training = model.training
     model.eval()
@@ -139,7 +139,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: int, steps: 
                          ) -> torch.Tensor:
     """Integrated Gradients (Sundararajan et al. 2017) of class ``target`` for the input pixels, by captum, from
     a baseline of zeros (after normalisation: the training set's mean colour), (C, H, W)."""
-    from captum.attr import IntegratedGradients
+    IntegratedGradients = require("captum.attr", "inside", "Integrated Gradients").IntegratedGradients
 
     was_training = model.training
     model.eval()

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_pages.common import manager
 from resnet_viz import ConfigError, ResNetConfig, preset
 from resnet_viz.cli import build_parser
 from resnet_viz.cli.train import run_setup as _run_setup
 from resnet_viz.training import pick_device, precision_and_why
 from resnet_viz.training.defaults import plan
 from resnet_viz.views.compare import CIFAR_DEPTHS
+from resnet_viz_app.app_pages.common import manager
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "resnet_viz_app" / "app.py")
 PAGES = ["app_pages/overview.py", "app_pages/layers.py", "app_pages/diagram.py", "app_pages/compare.py"]
 
 
@@ -496,3 +496,13 @@ def test_quantize_page_without_a_checkpoint_says_what_to_do():
     at.form_submit_button[0].click().run()
     assert not at.exception
     assert "Upload a checkpoint, pick a shipped network, or train one on the Train page first." in at.error[0].value
+
+
+def test_the_checkouts_app_py_runs_the_packaged_app():
+    """`streamlit run app.py` in a checkout runs resnet_viz_app/app.py, pages and all."""
+    root_app = str(Path(__file__).resolve().parents[2] / "app.py")
+    at = AppTest.from_file(root_app, default_timeout=120).run()
+    assert not at.exception
+    assert at.title[0].value.startswith("resnet20")  # the overview of the default preset
+    at.switch_page("resnet_viz_app/app_pages/layers.py").run()
+    assert not at.exception and at.title[0].value == "Layers"

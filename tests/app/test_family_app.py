@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from resnet_viz import ResNetConfig, preset
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "resnet_viz_app" / "app.py")
 
 
 def start(query: dict[str, str] | None = None) -> AppTest:

@@ -11,7 +11,7 @@ from resnet_viz import build_model, preset, weights
 from resnet_viz.training import checkpoint_bytes
 from resnet_viz.weights import get
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "resnet_viz_app" / "app.py")
 META = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "classes": ["airplane", "automobile", "bird", "cat",
         "deer", "dog", "frog", "horse", "ship", "truck"]}
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from app_pages.common import manager
+from resnet_viz_app.app_pages.common import manager
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "resnet_viz_app" / "app.py")
 
 
 def lab(study: str) -> AppTest:

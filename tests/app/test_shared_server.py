@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_pages import common
+from resnet_viz_app.app_pages import common
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "resnet_viz_app" / "app.py")
 TINY_QUERY = {"name": "tiny", "widths": "8,16", "blocks": "1,1", "strides": "1,2"}
 
 

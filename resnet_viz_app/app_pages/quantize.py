@@ -6,7 +6,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import (
+from resnet_viz import ConfigError, ResNetVizError
+from resnet_viz.data import load_dataset
+from resnet_viz.jobs import StudyJob
+from resnet_viz.quantization.qat import parse_schedule
+from resnet_viz.quantization.reports import Int8Report, QatReport, SensitivityReport, SweepReport
+from resnet_viz.quantization.studies import MODES, QAT_METHODS, QatOptions, run_study
+from resnet_viz.views.charts import accuracy_vs_bits
+from resnet_viz_app.app_pages.common import (
     DATA_SOURCES,
     data_source,
     downloads,
@@ -20,13 +27,6 @@ from app_pages.common import (
     trained_networks,
     where_data_lies,
 )
-from resnet_viz import ConfigError, ResNetVizError
-from resnet_viz.data import load_dataset
-from resnet_viz.jobs import StudyJob
-from resnet_viz.quantization.qat import parse_schedule
-from resnet_viz.quantization.reports import Int8Report, QatReport, SensitivityReport, SweepReport
-from resnet_viz.quantization.studies import MODES, QAT_METHODS, QatOptions, run_study
-from resnet_viz.views.charts import accuracy_vs_bits
 
 PERCENT = st.column_config.NumberColumn(format="percent")
 state = st.session_state

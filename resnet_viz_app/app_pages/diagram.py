@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from app_pages.common import config, diagram_file, diagram_source, downloads, torchview_source
 from resnet_viz.views import export
 from resnet_viz.views.diagram import LEVELS
+from resnet_viz_app.app_pages.common import config, diagram_file, diagram_source, downloads, torchview_source
 
 cfg = config()
 st.title("Diagram")

@@ -5,9 +5,9 @@ import dataclasses
 
 import streamlit as st
 
-from app_pages.common import comparison, config, depth_series, downloads, plain_series
 from resnet_viz import PRESETS, ConfigError, preset
 from resnet_viz.views import compare, export
+from resnet_viz_app.app_pages.common import comparison, config, depth_series, downloads, plain_series
 
 NUMBERS = {
     **{column: st.column_config.NumberColumn(column.replace("_", " ").replace("macs", "MACs"), format="localized")

@@ -6,7 +6,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import (
+from resnet_viz import PRESETS, ConfigError, ResNetVizError
+from resnet_viz.data import load_dataset
+from resnet_viz.io import csv_bytes
+from resnet_viz.jobs import StudyJob
+from resnet_viz.lab import DEPTH_PAIRS, STUDIES, LabReport, LabSettings, run_study
+from resnet_viz.lab.charts import figures, safe_name
+from resnet_viz.views.charts import charts_html
+from resnet_viz_app.app_pages.common import (
     DATA_SOURCES,
     config,
     data_source,
@@ -21,13 +28,6 @@ from app_pages.common import (
     trained_networks,
     where_data_lies,
 )
-from resnet_viz import PRESETS, ConfigError, ResNetVizError
-from resnet_viz.data import load_dataset
-from resnet_viz.io import csv_bytes
-from resnet_viz.jobs import StudyJob
-from resnet_viz.lab import DEPTH_PAIRS, STUDIES, LabReport, LabSettings, run_study
-from resnet_viz.lab.charts import figures, safe_name
-from resnet_viz.views.charts import charts_html
 
 SAMPLES = "samples"
 SOURCES = {SAMPLES: "The 100 sample images that ship with resnet-viz (no data needed)", **DATA_SOURCES}

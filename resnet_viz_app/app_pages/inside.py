@@ -5,13 +5,20 @@ import hashlib
 
 import streamlit as st
 
-from app_pages.common import Opened, open_checkpoint, open_upload, painted_source, sentence, trained_networks
 from resnet_viz import ResNetVizError
 from resnet_viz.data.images import read_image
 from resnet_viz.samples import by_name
 from resnet_viz.views import pictures
 from resnet_viz.views.charts import prediction_chart, residual_ratio_chart
 from resnet_viz.views.inside import Inside, class_names, open_inside, pixel_attribution
+from resnet_viz_app.app_pages.common import (
+    Opened,
+    open_checkpoint,
+    open_upload,
+    painted_source,
+    sentence,
+    trained_networks,
+)
 
 UPLOAD_NETWORK, UPLOAD_IMAGE = "upload a checkpoint", "upload an image"
 CELL = 160  # pixels a side of a shown image

@@ -9,7 +9,15 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import (
+from resnet_viz import ConfigError, ResNetVizError
+from resnet_viz.formatting import human_bytes
+from resnet_viz.jobs import TrainingJob
+from resnet_viz.training import TrainSettings
+from resnet_viz.training.command import train_command
+from resnet_viz.training.settings import DEFAULTS, help_of
+from resnet_viz.views.charts import BLOCK_METRICS, block_activity_chart, history_curves, training_curves
+from resnet_viz.weights import bundled
+from resnet_viz_app.app_pages.common import (
     DATA_SOURCES,
     config,
     data_source,
@@ -26,14 +34,6 @@ from app_pages.common import (
     training_plan,
     where_data_lies,
 )
-from resnet_viz import ConfigError, ResNetVizError
-from resnet_viz.formatting import human_bytes
-from resnet_viz.jobs import TrainingJob
-from resnet_viz.training import TrainSettings
-from resnet_viz.training.command import train_command
-from resnet_viz.training.settings import DEFAULTS, help_of
-from resnet_viz.views.charts import BLOCK_METRICS, block_activity_chart, history_curves, training_curves
-from resnet_viz.weights import bundled
 
 state = st.session_state
 cfg = config()

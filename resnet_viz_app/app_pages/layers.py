@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from app_pages.common import config, current_trace, downloads
 from resnet_viz.views import tables
+from resnet_viz_app.app_pages.common import config, current_trace, downloads
 
 cfg, t = config(), current_trace()
 st.title("Layers")

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from app_pages.common import config, current_trace, diagram_source, journey, steps, traced
 from resnet_viz.formatting import human, human_bytes
+from resnet_viz_app.app_pages.common import config, current_trace, diagram_source, journey, steps, traced
 
 cfg, t = config(), current_trace()
 totals = t.totals
