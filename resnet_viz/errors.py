@@ -50,6 +50,6 @@ def require(module: str, extra: str, purpose: str):
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
         package = module.partition(".")[0]
-        if (e.name or "").partition(".")[0] != package:  # the package is there; something it needs is not
+        if e.name != package:  # the package is there, and a part of it or something it needs is not
             raise
         raise MissingPackage(f"{purpose} needs the {package} package: pip install 'resnet-viz[{extra}]'") from None

@@ -78,7 +78,7 @@ def add_data_arguments(p: argparse.ArgumentParser, device: bool = True, required
 
 def load_data(args: argparse.Namespace, show: bool = True):
     """The dataset the data flags name, with a progress bar while images are decoded."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from ..data import load_dataset
 

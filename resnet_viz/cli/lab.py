@@ -13,13 +13,13 @@ from ..io import csv_bytes, write_file
 from ..lab import STUDIES, LabSettings, run_study
 from ..lab.charts import figures, safe_name
 from ..lab.degradation import DEPTHS, degradation_configs, estimate, train_all
+from ..progress import progress_bar
 from ..tracing import trace
 from ..training import TrainSettings
 from ..views import export
 from ..views.charts import charts_html
 from ..views.diagram import block_diagram
 from .arguments import add_data_arguments, load_data
-from .train import progress_bar
 
 WHAT = {"networks": "trained networks: checkpoints or bundled:NAME",
         "configs": "presets or checkpoints, initialised afresh (default: plain and residual at 20, 56 and 110 layers)",

@@ -104,7 +104,7 @@ def _charts_bytes(args: argparse.Namespace) -> bytes:
     result = trace(config_from_args(args), batch_size=args.batch)
     if fmt == "html":
         return charts_html({name: chart(result) for name, chart in CHARTS.items()},
-                           tables.describe(result)).encode("utf-8")
+                           result.describe()).encode("utf-8")
     if args.chart not in CHARTS:
         raise UsageError(f"a {fmt} file holds one chart: choose it with --chart ({', '.join(CHARTS)})")
     return export.figure_bytes(CHARTS[args.chart](result), fmt)

@@ -8,13 +8,12 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io import write_file
+from ..progress import progress_bar
 from ..quantization.qat import parse_schedule
-from ..quantization.reports import QatReport, SweepReport
 from ..quantization.studies import MODES, QAT_METHODS, QatOptions, run_study
 from ..views import export
-from ..views.charts import accuracy_vs_bits, charts_html
+from ..views.charts import charts_html
 from .arguments import CHECKPOINT_HELP, add_data_arguments, load_data
-from .train import progress_bar
 
 
 def register(sub) -> None:
@@ -56,9 +55,8 @@ def cmd_quantize(args: argparse.Namespace) -> str:
     if args.out:  # every file is made before any is written: a study that cannot make one leaves none
         files = {**report.files(), f"{args.mode}.json": json.dumps(report.to_json(), indent=2).encode(),
                  f"{args.mode}.csv": export.frame_bytes(pd.DataFrame(report.rows), "csv", "")}
-        if isinstance(report, (QatReport, SweepReport)):  # accuracy against bits, as the Quantize page draws it
-            rows = report.chart_rows if isinstance(report, QatReport) else report.rows
-            files[f"{args.mode}.html"] = charts_html({"bits": accuracy_vs_bits(rows, report.chart_title)},
+        if report.figures():  # accuracy against bits, as the Quantize page draws it
+            files[f"{args.mode}.html"] = charts_html(report.figures(),
                                                      f"{report.network}: accuracy against bits").encode()
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

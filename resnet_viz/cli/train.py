@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..io import write_file
+from ..progress import ProgressBar, progress_bar
 from ..quantization.packed import open_quantized, quantized_description
 from ..training import Trainer, TrainSettings, distributed, evaluate_checkpoint, load_resume
 from ..training.settings import DEFAULTS, SETTINGS, flagged
@@ -114,41 +115,8 @@ def cmd_train(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-class _Bar:
-    """A tqdm bar in thousandths of a run: ``show(progress)`` takes a training step's Progress."""
-
-    def __init__(self, desc: str, enabled: bool, leave: bool):
-        from tqdm import tqdm
-
-        self.tqdm = tqdm(total=1000, desc=desc, unit="‰", disable=not enabled, leave=leave,
-                         bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
-
-    def show(self, p) -> None:
-        self.tqdm.n = int(1000 * min(p.progress, 1.0))
-        self.tqdm.set_postfix_str(f"epoch {p.epoch}, loss {p.loss:.3f}, acc {p.train_acc:.1%}, "
-                                  f"{p.images_per_s:,.0f} img/s", refresh=False)
-        self.tqdm.refresh()
-
-    def count(self, done: int, total: int) -> None:
-        """A ``progress(done, total)`` callback."""
-        self.tqdm.total, self.tqdm.n = total, done
-        self.tqdm.refresh()
-
-    def write(self, text: str) -> None:
-        self.tqdm.write(text)
-
-
 @contextmanager
-def progress_bar(desc: str, enabled: bool = True, leave: bool = True) -> Iterator[_Bar]:
-    bar = _Bar(desc, enabled, leave)
-    try:
-        yield bar
-    finally:
-        bar.tqdm.close()
-
-
-@contextmanager
-def stop_on_signals(trainer: Trainer, world: distributed.World, bar: _Bar) -> Iterator[None]:
+def stop_on_signals(trainer: Trainer, world: distributed.World, bar: ProgressBar) -> Iterator[None]:
     """Ctrl-C or SIGTERM stops the run cleanly after the current step; a second Ctrl-C aborts."""
     first_signal = 0.0
 

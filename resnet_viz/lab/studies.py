@@ -90,6 +90,15 @@ class LabReport:
         """What it found, a line per network."""
         return LINES[self.study](self)
 
+    def _ipython_display_(self) -> None:
+        """In a notebook: what the study shows and found, its table and its charts."""
+        from ..views.notebook import show
+        from .charts import figures
+
+        info = self.info
+        show([f"{info.title} ({info.paper}): {', '.join(self.networks)} on {self.data}", *self.summary_lines()],
+             self.rows(), figures(self))
+
     def to_json(self) -> dict[str, Any]:
         info = self.info
         return {"study": self.study, "title": info.title, "paper": info.paper, "shows": info.shows,

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..config import ResNetConfig
 from ..training import checkpoint_bytes
+from ..views.charts import accuracy_vs_bits
 from .int8 import onnx_bytes, program_bytes
 from .packed import SUFFIX, packed_bytes, weight_sizes
 
@@ -48,6 +49,16 @@ class Report:
         """Files the study leaves besides its report, by file name."""
         return {}
 
+    def figures(self) -> dict[str, Any]:
+        """Its charts, by name (plotly figures): accuracy against bits, where the study has it."""
+        return {}
+
+    def _ipython_display_(self) -> None:
+        """In a notebook: the summary, the table and the charts."""
+        from ..views.notebook import show
+
+        show(self.summary_lines(), self.rows, self.figures())
+
 
 @dataclass(frozen=True)
 class SweepReport(Report):
@@ -59,6 +70,9 @@ class SweepReport(Report):
 
     def _findings(self) -> dict[str, Any]:
         return {"rows": self.rows}
+
+    def figures(self) -> dict[str, Any]:
+        return {"bits": accuracy_vs_bits(self.rows, self.chart_title)}
 
     def _finding_lines(self) -> list[str]:
         return [f"{r['scheme']:<36} {r['bits']:>2} bits  {r['accuracy']:.2%}" for r in self.rows]
@@ -173,6 +187,9 @@ class QatReport(Report):
         label = {"ste": "STE fine-tune", "lsq": "LSQ fine-tune", "pact": "LSQ + PACT fine-tune"}[self.method]
         return [{"scheme": "float32", "bits": 32, "accuracy": self.float32},
                 *({"scheme": label, "bits": st.bits, "accuracy": st.after} for st in self.stages), *self.compare]
+
+    def figures(self) -> dict[str, Any]:
+        return {"bits": accuracy_vs_bits(self.chart_rows, self.chart_title)}
 
     def _findings(self) -> dict[str, Any]:
         return {"method": self.method, "distilled": self.distilled, "float32": self.float32,

@@ -84,6 +84,10 @@ class Totals:
 
 
 LAYER_BYTES = 1024  # memory of one Layer record
+# the columns of a trace's table (the Layers page, and a trace in a notebook)
+TABLE_COLUMNS = ("name", "type", "input_shapes", "output_shape", "params", "macs", "all_ops", "output_bytes",
+                 "kernel", "stride", "padding", "receptive_field", "jump")
+NOTEBOOK_DEPTH = 2  # a trace in a notebook shows its stages and blocks; ``trace.table()`` has every row
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,40 @@ class Trace:
             if layer.leaf:
                 row["activation_bytes"] += layer.output_bytes
         return pd.DataFrame([{"stage": k, **v} for k, v in rows.items()])
+
+    def display_name(self, layer: Layer) -> str:
+        """A layer's name; the root row (named "") by the model's name."""
+        return layer.name or self.model_name
+
+    def describe(self) -> str:
+        """The network in words (its config's description, or its name and input), with the batch if over 1."""
+        if self.config is not None:
+            text = self.config.describe()
+        else:
+            text = f"{self.model_name}: input {format_shape(self.input_shape)}"
+        return text + (f", batch {self.batch_size}" if self.batch_size > 1 else "")
+
+    def table(self, depth: int | None = None, layers: Sequence[Layer] | None = None):
+        """The layers down to ``depth`` (or those given) as the Layers page shows them: a DataFrame of
+        ``TABLE_COLUMNS``, the root row named after the model, empty cells blank."""
+        import pandas as pd
+
+        rows = list(layers) if layers is not None else [x for x in self.layers if depth is None or x.depth <= depth]
+        if not rows:
+            return pd.DataFrame(columns=list(TABLE_COLUMNS))
+        frame = self.to_dataframe(rows)
+        frame["name"] = [self.display_name(layer) for layer in rows]
+        return frame[list(TABLE_COLUMNS)].fillna("")
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the network, its totals, and its table down to ``NOTEBOOK_DEPTH``."""
+        import html
+
+        shown, t = self.table(NOTEBOOK_DEPTH), self.totals
+        per = f"for a batch of {self.batch_size}" if self.batch_size > 1 else "per image"
+        return (f"<p><b>{html.escape(self.describe())}</b><br>{t.params:,} parameters · {t.macs:,} MACs {per} · "
+                f"{len(shown)} of {len(self.layers)} rows shown (depth ≤ {NOTEBOOK_DEPTH}; "
+                f"<code>trace.table()</code> has them all)</p>" + shown.to_html(index=False))
 
     def to_dataframe(self, layers: Sequence[Layer] | None = None):
         """The layers (all, or those given) as a pandas DataFrame, shapes written like 1×16×32×32."""

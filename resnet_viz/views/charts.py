@@ -13,7 +13,6 @@ from plotly.colors import qualitative
 
 from ..formatting import format_shape, human, human_bytes
 from ..tracing import Layer, Trace
-from .tables import display_name
 
 # Colours belong to parts of the network, never to a model, so the same stage looks the same in every chart.
 PART_COLOURS = {"stem": "#7F7F7F", "head": "#3B3B3B", "model": "#000000"}
@@ -79,7 +78,7 @@ def shape_journey(trace: Trace) -> go.Figure:
     channels = [layer.output_shape[1] for layer in layers]
     heights = [_spatial(layer.output_shape)[0] for layer in layers]
     widths = [_spatial(layer.output_shape)[1] for layer in layers]
-    hover = [f"{display_name(trace, layer)} ({layer.type})<br>output {format_shape(layer.output_shape)}"
+    hover = [f"{trace.display_name(layer)} ({layer.type})<br>output {format_shape(layer.output_shape)}"
              for layer in layers]
     fig = go.Figure(_journey_line(positions, channels, "channels", CHANNELS_COLOUR, hover, "y"))
     if heights == widths:
@@ -123,7 +122,7 @@ def _bars_by_stage(trace: Trace, layers: Sequence[Layer], field: str, title: str
                    describe: Callable[[Layer], str]) -> go.Figure:
     """Bars of each layer's ``field`` in network order, one trace per stage so that the legend names the stages;
     ``describe`` gives a layer's hover text."""
-    names = [display_name(trace, layer) for layer in layers]
+    names = [trace.display_name(layer) for layer in layers]
     values = [getattr(layer, field) for layer in layers]
     fig = go.Figure()
     for stage in dict.fromkeys(trace.stage_of(layer) for layer in layers):

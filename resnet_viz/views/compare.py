@@ -43,6 +43,13 @@ class Comparison:
     totals: pd.DataFrame
     stages: pd.DataFrame
 
+    def _ipython_display_(self) -> None:
+        """In a notebook: the totals with their deltas, and the charts."""
+        from .notebook import show
+
+        show([f"{', '.join(self.totals['name'])}: side by side, deltas against the first"], self.totals,
+             comparison_charts(self))
+
 
 def compare(configs: Sequence[ResNetConfig], batch_size: int = 1) -> Comparison:
     """Trace every config and tabulate it against the first one."""

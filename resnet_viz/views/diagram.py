@@ -26,7 +26,7 @@ import graphviz
 from ..errors import ConfigError
 from ..formatting import human, human_bytes, shape_text
 from ..tracing import Layer, Trace
-from .graph import DIRECTIONS
+from .graph import DIRECTIONS, Diagram
 from .structure import ancestors, fold_runs, layer_label, residual_blocks
 
 LEVELS = ("stage", "block", "layer")
@@ -91,7 +91,7 @@ class _Cluster:
 def _new_graph(trace: Trace, direction: str, title: str) -> graphviz.Digraph:
     if direction not in DIRECTIONS:
         raise ConfigError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
-    g = graphviz.Digraph(name=trace.model_name or "model")
+    g = Diagram(name=trace.model_name or "model")
     g.attr(rankdir=direction, fontname=FONT, fontsize="14", label=title, labelloc="t",
            nodesep="0.25", ranksep="0.3")
     g.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize="11", color="#555555",
@@ -137,7 +137,7 @@ def _legend(graph: graphviz.Digraph, title: str, kinds: Iterable[str], folded: b
 def block_diagram(
     trace: Trace, level: str = "block", direction: str = "TB", fold: bool = True, legend: bool = True,
     wrap: bool = True, heat: dict[str, float] | None = None, heat_label: str = "",
-) -> graphviz.Digraph:
+) -> Diagram:
     """The network as a Graphviz graph at ``level`` 'stage', 'block' or 'layer' (see the module doc).
 
     ``wrap`` draws the stem, each stage and the head side by side (one below the other left to

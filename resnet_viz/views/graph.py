@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 
 import graphviz
 from torch import nn
@@ -14,6 +15,24 @@ from ..model import build_model
 DIRECTIONS = ("TB", "LR")
 
 
+class Diagram(graphviz.Digraph):
+    """A Graphviz graph that shows itself in a notebook: as SVG where Graphviz's ``dot`` program is installed,
+    else as its DOT text (paste it into any Graphviz viewer)."""
+
+    def _repr_mimebundle_(self, include=None, exclude=None, **kwargs) -> dict[str, str]:
+        if shutil.which("dot"):
+            try:
+                return super()._repr_mimebundle_(include, exclude, **kwargs)
+            except (graphviz.ExecutableNotFound, graphviz.CalledProcessError):
+                pass  # dot failed on this graph: its text still says everything
+        return {"text/plain": self.source}
+
+    @classmethod
+    def of(cls, graph: graphviz.Digraph) -> Diagram:
+        """A copy of ``graph`` (torchview's, say) as a Diagram, as graphviz's own ``copy`` makes it."""
+        return cls(**graph._copy_kwargs())
+
+
 def computational_graph(
     config_or_model: ResNetConfig | nn.Module,
     input_size: tuple[int, int, int] | None = None,
@@ -21,7 +40,7 @@ def computational_graph(
     expand_nested: bool = True,
     direction: str = "TB",
     batch_size: int = 1,
-) -> graphviz.Digraph:
+) -> Diagram:
     """torchview's graph of every tensor operation, on the meta device.
 
     It runs on a private copy of the network, so the caller's model is never moved or changed.
@@ -44,4 +63,4 @@ def computational_graph(
         model, input_size=(batch_size, *input_size), device="meta", depth=depth, expand_nested=expand_nested,
         graph_dir=direction, graph_name=getattr(config, "name", type(model).__name__), mode="eval",
     )
-    return graph.visual_graph
+    return Diagram.of(graph.visual_graph)

@@ -38,16 +38,12 @@ def _rows(trace: Trace, depth: int | None, layers: Sequence[Layer] | None) -> li
     return list(layers) if layers is not None else select(trace, depth)
 
 
-def display_name(trace: Trace, layer: Layer) -> str:
-    return layer.name or trace.model_name
-
-
 def compact_rows(trace: Trace, depth: int | None = None, indent: str = "  ",
                  layers: Sequence[Layer] | None = None) -> list[dict[str, str]]:
     rows = []
     for layer in _rows(trace, depth, layers):
         rows.append({
-            "layer": indent * layer.depth + display_name(trace, layer),
+            "layer": indent * layer.depth + trace.display_name(layer),
             "type": layer.type,
             "output_shape": format_shape(layer.output_shape),
             "params": f"{layer.params:,}" if layer.kind == "module" else "",
@@ -83,7 +79,7 @@ def to_text(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | No
         return "  ".join(cells).rstrip()
 
     rule = "─" * len(line(HEADERS))
-    out = [describe(trace), rule, line(HEADERS), rule, *(line(r) for r in rows), rule]
+    out = [trace.describe(), rule, line(HEADERS), rule, *(line(r) for r in rows), rule]
     label_width = max(len(label) for label, _ in totals_lines(trace))
     out += [f"{label.ljust(label_width)}  {value}" for label, value in totals_lines(trace)]
     return "\n".join(out)
@@ -92,7 +88,7 @@ def to_text(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | No
 def to_markdown(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | None = None) -> str:
     rows = compact_rows(trace, depth, indent="&nbsp;&nbsp;", layers=layers)
     right = {"params", "macs", "receptive_field"}
-    out = [f"**{describe(trace)}**", "",
+    out = [f"**{trace.describe()}**", "",
            "| " + " | ".join(HEADERS[c] for c in COMPACT) + " |",
            "|" + "|".join("---:" if c in right else "---" for c in COMPACT) + "|"]
     out += ["| " + " | ".join(_md_cell(r[c]) for c in COMPACT) + " |" for r in rows]
@@ -111,14 +107,6 @@ def to_csv(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | Non
 
 def to_json(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | None = None) -> str:
     return json.dumps(trace.to_dict(layers=_rows(trace, depth, layers)), indent=2)
-
-
-def describe(trace: Trace) -> str:
-    if trace.config is not None:
-        text = trace.config.describe()
-    else:
-        text = f"{trace.model_name}: input {format_shape(trace.input_shape)}"
-    return text + (f", batch {trace.batch_size}" if trace.batch_size > 1 else "")
 
 
 FORMATS = {"table": to_text, "json": to_json, "csv": to_csv, "markdown": to_markdown}
@@ -155,7 +143,7 @@ def to_latex(trace: Trace, depth: int | None = None, layers: Sequence[Layer] | N
     lines += [
         "\\bottomrule",
         "\\end{tabular}",
-        f"\\caption{{{_tex(describe(trace))}: {t.params:,} parameters, {_tex(human(t.macs))} MACs "
+        f"\\caption{{{_tex(trace.describe())}: {t.params:,} parameters, {_tex(human(t.macs))} MACs "
         f"(multiply-accumulates of conv and linear layers; FLOPs = 2 $\\times$ MACs).}}",
         "\\end{table}",
     ]

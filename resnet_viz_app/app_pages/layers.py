@@ -7,7 +7,7 @@ from resnet_viz_app.app_pages.common import config, current_trace, downloads
 
 cfg, t = config(), current_trace()
 st.title("Layers")
-st.caption(f"{tables.describe(t)} · one row per module call, and per op a block runs itself "
+st.caption(f"{t.describe()} · one row per module call, and per op a block runs itself "
            "(the residual addition). Parameters include everything inside a row; MACs are per image.")
 
 parts = list(dict.fromkeys(t.stage_of(x) for x in t.layers if x.depth > 0))
@@ -21,14 +21,11 @@ chosen_types = c.multiselect("Types", types, placeholder="all types")
 search = d.text_input("Search", placeholder="name or type, e.g. downsample")
 
 rows = tables.select(t, int(depth), chosen_parts, chosen_types, search)
-frame = t.to_dataframe(rows).fillna("")
-frame["name"] = [tables.display_name(t, layer) for layer in rows]
+frame = t.table(layers=rows)
 if frame.empty:
     st.info("No layer matches these filters.")
 else:
-    columns = ["name", "type", "input_shapes", "output_shape", "params", "macs", "all_ops", "output_bytes",
-               "kernel", "stride", "padding", "receptive_field", "jump"]
-    st.dataframe(frame[columns], hide_index=True, width="stretch", height=min(35 * len(frame) + 38, 640),
+    st.dataframe(frame, hide_index=True, width="stretch", height=min(35 * len(frame) + 38, 640),
                  column_config={"params": st.column_config.NumberColumn("params", format="localized"),
                                 "macs": st.column_config.NumberColumn("MACs", format="localized"),
                                 "all_ops": st.column_config.NumberColumn("all ops", format="localized"),

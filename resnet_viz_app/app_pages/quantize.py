@@ -12,7 +12,6 @@ from resnet_viz.jobs import StudyJob
 from resnet_viz.quantization.qat import parse_schedule
 from resnet_viz.quantization.reports import Int8Report, QatReport, SensitivityReport, SweepReport
 from resnet_viz.quantization.studies import MODES, QAT_METHODS, QatOptions, run_study
-from resnet_viz.views.charts import accuracy_vs_bits
 from resnet_viz_app.app_pages.common import (
     DATA_SOURCES,
     data_source,
@@ -133,7 +132,7 @@ def show_int8(report: Int8Report) -> None:
 
 
 def show_sweep(report: SweepReport) -> None:
-    st.plotly_chart(accuracy_vs_bits(report.rows), width="stretch")
+    st.plotly_chart(report.figures()["bits"], width="stretch")
     st.dataframe(pd.DataFrame(report.rows), hide_index=True, width="stretch", column_config={"accuracy": PERCENT})
 
 
@@ -160,8 +159,7 @@ def show_qat(report: QatReport) -> None:
     if last.sizes:
         cols[3].metric("Weights, packed", f"{last.sizes['packed']:,} B", delta_color="off",
                        delta=f"{last.sizes['float32'] / last.sizes['packed']:.1f}× smaller than float32")
-    st.plotly_chart(accuracy_vs_bits(report.chart_rows, report.chart_title),
-                    width="stretch")
+    st.plotly_chart(report.figures()["bits"], width="stretch")
     st.dataframe(pd.DataFrame(report.rows), hide_index=True, width="stretch", column_config={
         name: PERCENT for name in ("float32", "before", "after", "float32_flip", "after_flip")})
     st.caption(" · ".join(line.strip() for line in report.summary_lines()[1:]))
