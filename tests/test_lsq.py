@@ -24,7 +24,8 @@ def test_a_weight_quantizer_gives_at_most_2_to_the_b_levels_per_channel(bits):
         assert len(values) <= 2**bits
         steps = values / q.step[c]
         torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-4)  # on the channel's grid
-        assert steps.min() >= -(2 ** (bits - 1)) and steps.max() <= 2 ** (bits - 1) - 1
+        codes = steps.round()
+        assert codes.min() >= -(2 ** (bits - 1)) and codes.max() <= 2 ** (bits - 1) - 1
 
 
 @pytest.mark.parametrize("bits", [2, 4])
@@ -40,10 +41,39 @@ def test_an_activation_quantizer_is_unsigned_with_2_to_the_b_levels(bits):
 
 def test_lsq_initialises_its_step_as_the_paper_does():
     w = torch.randn(3, 8, 3, 3)
-    q = LsqQuantizer(4, signed=True, channels=3)
+    q = LsqQuantizer(4, signed=True, channels=3, init="lsq")
     q(w)
     expected = 2 * w.abs().mean(dim=(1, 2, 3)) / math.sqrt(7)
     torch.testing.assert_close(q.step.detach(), expected)
+
+
+@pytest.mark.parametrize(("bits", "signed"), [(4, True), (2, True), (3, False)])
+def test_the_default_step_is_the_least_squared_rounding_error_of_its_candidates(bits, signed):
+    """Each channel's step is the best of 100 evenly spaced up to the one whose grid just reaches its largest
+    value, by a brute-force search in float64; and it rounds better than LSQ's own initial step."""
+    torch.manual_seed(1)
+    w = torch.randn(4, 6, 3, 3) * torch.tensor([0.1, 1.0, 3.0, 0.02]).view(-1, 1, 1, 1)
+    w = w if signed else w.abs()
+    qn, qp = levels(bits, signed)
+    q = LsqQuantizer(bits, signed=signed, channels=4)
+    q(w)
+
+    def error(v: torch.Tensor, step: float) -> float:
+        return float(((torch.clamp(torch.round(v / step), -qn, qp) * step - v) ** 2).sum())
+
+    paper = LsqQuantizer(bits, signed=signed, channels=4, init="lsq")
+    paper(w)
+    for c in range(4):
+        v = w[c].double()
+        reach = max(float(v.max()) / qp, float(-v.min()) / qn if qn else 0.0)
+        best = min((reach * k / 100 for k in range(1, 101)), key=lambda step: error(v, step))
+        assert float(q.step[c].detach()) == pytest.approx(best, rel=1e-5)
+        assert error(v, float(q.step[c].detach())) <= error(v, float(paper.step[c].detach()))
+
+
+def test_an_unknown_initialisation_is_one_sentence():
+    with pytest.raises(ConfigError, match="step initialisation 'max' is not one of mse, lsq"):
+        LsqQuantizer(4, signed=True, init="max")
 
 
 def test_the_step_gradient_is_lsqs_formula_and_a_finite_difference_of_its_surrogate():

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .studies import LabReport
+if TYPE_CHECKING:  # a report shows its own figures (LabReport._ipython_display_): no import back at run time
+    from .studies import LabReport
 
 COLOURS = qualitative.D3
 MAX_HEATMAP_COLUMNS = 2  # the figures of two networks stand side by side
