@@ -25,7 +25,7 @@ from benchmarks import machine
 from resnet_viz.data import load_dataset
 from resnet_viz.quantization.lsq import bake_learned
 from resnet_viz.quantization.packed import SUFFIX, packed_bytes, weight_sizes
-from resnet_viz.quantization.qat import parse_schedule, progressive_finetune
+from resnet_viz.quantization.qat import LEARNED_LR, parse_schedule, progressive_finetune
 from resnet_viz.training import checkpoint_bytes, load_checkpoint
 
 TARGETS = {4: 1.0, 3: 2.0, 2: 5.0}  # points below float32
@@ -36,7 +36,7 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--schedule", default="8:1,4:4,3:3,2:4")
     p.add_argument("--method", default="lsq", choices=["lsq", "pact"])
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=LEARNED_LR)
     p.add_argument("--init", default="mse", choices=["mse", "lsq"], help="where each step starts")
     p.add_argument("--no-distill", action="store_true")
     p.add_argument("--out", type=Path)

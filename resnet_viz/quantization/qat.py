@@ -21,6 +21,8 @@ from .fake import (
     quantize_weight,
 )
 
+LEARNED_LR = 0.005  # a learned-step fine-tune's peak learning rate (cosine down): its steps start close already
+
 
 class _RoundWithStraightThrough(nn.Module):
     """A weight parametrization: the forward pass sees the weight on its grid, the gradient passes
@@ -122,7 +124,7 @@ def calibrate_learned(model: nn.Module, batches: list[torch.Tensor]) -> None:
 
 
 def learned_finetune(model: nn.Module, config, data, device: torch.device, bits: int = 4, epochs: int = 3,
-                     lr: float = 0.01, batch_size: int = 128, method: str = "lsq", edge_bits: int | None = 8,
+                     lr: float = LEARNED_LR, batch_size: int = 128, method: str = "lsq", edge_bits: int | None = 8,
                      plan: dict[str, int] | None = None, teacher: nn.Module | None = None,
                      float32: float | None = None, init: str = "mse", on_progress=None) -> dict:
     """Fine-tune a trained network with learned-step quantization (``method`` "lsq", or "pact" for the inputs;
