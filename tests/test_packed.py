@@ -167,8 +167,8 @@ def test_a_progressive_schedule_runs_its_stages_in_order_each_from_the_last(trai
     assert seen == [0, 1, 2] and [s["bits"] for s in stages] == [8, 4, 2]
     assert all(s["distilled"] for s in stages) and stages[0]["float32"] == accuracy(model, data, torch.device("cpu"))
     assert stages[2]["layer_bits"]["layer1.0.conv1"] == 2 and stages[2]["layer_bits"]["fc"] == 8
-    # the 2-bit stage started from the 4-bit stage's float weights: its "before" is theirs, rounded to 2 bits
-    start = prepare_learned(strip_learned(stages[1]["model"]), stages[2]["layer_bits"])
+    # the 2-bit stage started from the 4-bit stage's weights on their grids: its "before" is theirs, at 2 bits
+    start = prepare_learned(bake_learned(stages[1]["model"])[0], stages[2]["layer_bits"])
     calibrate_learned(start, calibration_batches(data, torch.device("cpu"), images=256))
     assert stages[2]["before"] == accuracy(start, data, torch.device("cpu"))
 

@@ -154,11 +154,11 @@ def progressive_finetune(model: nn.Module, config, data, device: torch.device, s
                          distill: bool = True, float32: float | None = None, on_stage=None, on_progress=None,
                          **options) -> list[dict]:
     """A progressive schedule, e.g. [(8, 1), (4, 3), (3, 3), (2, 4)]: (bits, epochs) stages, each one a
-    ``learned_finetune`` of the float weights the last one trained, its steps initialised afresh for its width.
+    ``learned_finetune`` of the weights the last one left on their grids, its steps initialised afresh for its width.
     With ``distill``, every stage learns from the float32 network too. ``on_stage(i, result)`` hears of each
     stage as it ends; ``on_progress`` of every step, its progress running over the whole schedule; ``options`` go
     to ``learned_finetune``. Returns every stage's result."""
-    from .lsq import strip_learned
+    from .lsq import bake_learned
 
     if not schedule:
         raise ConfigError("a progressive schedule needs at least one stage")
@@ -171,7 +171,10 @@ def progressive_finetune(model: nn.Module, config, data, device: torch.device, s
         stages.append(tuned)
         if on_stage:
             on_stage(i, tuned)
-        current = strip_learned(tuned["model"])
+        # the weights on their grids, which the batch norms' statistics were measured with: a float weight the
+        # stage rounded away (a whole channel rounded to zero) would come back through a batch norm that never saw
+        # it, and explode there
+        current = bake_learned(tuned["model"])[0]
     return stages
 
 
