@@ -3,12 +3,15 @@ the last stage's float weights), with the fine-tune epochs and the CPU time of e
 quantized with and without flip TTA against float32, on the validation split of the shared CIFAR-10 archive.
 
     .venv/bin/python -m benchmarks.bench_lowbit --data path/to/cifar10-jpeg-train.tar.gz \\
-        [--schedule 8:1,4:4,3:3,2:4] [--method lsq] [--init mse] [--lr 0.01] [--no-distill] [--out runs/lowbit]
+        [--schedule 8:1,4:4,3:3,2:4] [--method lsq] [--init mse] [--lr 0.01] [--no-distill] [--out runs/lowbit] \\
+        [--start runs/lowbit/W4A4.pt]
 
 Targets (against float32, with and without flip TTA): W4A4 within 1.0 point, W3A3 within 2.0, W2A2 within 5.0;
 the first conv and the fc stay at 8 bits. With --out, each stage's fine-tuned network is saved there as a
 checkpoint (``W4A4.pt`` …) and as a packed file (``W4A4.rvq``), with ``lowbit.json``. Results go in
-benchmarks/README.md.
+benchmarks/README.md. ``--start`` goes on from a stage saved that way (``--schedule 3:3,2:5 --start W4A4.pt``):
+its weights, on their grids, are where the first stage starts; the shipped float32 network stays the teacher and
+the reference.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def main() -> None:
     p.add_argument("--init", default="mse", choices=["mse", "lsq"], help="where each step starts")
     p.add_argument("--no-distill", action="store_true")
     p.add_argument("--out", type=Path)
+    p.add_argument("--start", help="a stage's checkpoint (W4A4.pt) for the first stage to start from")
     p.add_argument("--limit", type=int, help="images per class (a quick check; the figures use all of them)")
     args = p.parse_args()
     print(machine.describe())
@@ -47,13 +51,14 @@ def main() -> None:
     data = load_dataset(args.data, limit_per_class=args.limit)
     data = dataclasses.replace(data, mean=tuple(meta["mean"]), std=tuple(meta["std"]))
     float_flip = meta.get("val_acc_flip")
+    start_from = load_checkpoint(args.start)[0] if args.start else None
     rows, start = [], time.perf_counter()
 
     def stage(i: int, r: dict) -> None:
         row = {k: r[k] for k in ("bits", "method", "epochs", "distilled", "float32", "before", "after", "after_flip",
                                  "train_seconds")}
-        row.update(init=args.init, lr=args.lr, float32_flip=float_flip, wall_seconds=time.perf_counter() - start,
-                   layer_bits=r["layer_bits"])
+        row.update(init=args.init, lr=args.lr, start=args.start, float32_flip=float_flip,
+                   wall_seconds=time.perf_counter() - start, layer_bits=r["layer_bits"])
         rows.append(row)
         gap, gap_flip = 100 * (r["float32"] - r["after"]), 100 * ((float_flip or 0) - r["after_flip"])
         target = TARGETS.get(r["bits"])
@@ -75,7 +80,7 @@ def main() -> None:
 
     progressive_finetune(model, config, data, torch.device("cpu"), parse_schedule(args.schedule),
                          distill=not args.no_distill, on_stage=stage, method=args.method, lr=args.lr,
-                         init=args.init)
+                         init=args.init, start=start_from)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,27 @@ def test_a_progressive_schedule_runs_its_stages_in_order_each_from_the_last(trai
     assert stages[2]["before"] == accuracy(start, data, torch.device("cpu"))
 
 
+def test_a_schedule_can_go_on_from_a_saved_stage_learning_from_the_float_network(trained, monkeypatch):
+    from resnet_viz.model import build_model
+    from resnet_viz.quantization import qat
+
+    model, data = trained
+    stage4 = build_model(TINY)
+    calls = []
+
+    def fake_finetune(current, config, data, device, bits, epochs, teacher, float32, **options):
+        calls.append((current, teacher, float32))
+        return {"bits": bits, "model": prepare_learned(current, layer_bits(current, bits))}
+
+    monkeypatch.setattr(qat, "learned_finetune", fake_finetune)
+    qat.progressive_finetune(model, TINY, data, torch.device("cpu"), [(3, 1), (2, 1)], float32=0.5, start=stage4)
+    (first, teacher, base), (second, *_) = calls
+    assert first is stage4 and base == 0.5  # the first stage starts from the saved stage, measured against float32
+    assert teacher is not model and all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(),
+                                                                           model.state_dict().values()))
+    assert second is not stage4 and calls[1][1] is teacher  # the next one from the first's, with the same teacher
+
+
 def test_distillation_is_half_the_label_loss_and_half_kl_from_the_teacher():
     from resnet_viz.training.loop import distillation_loss
 

@@ -152,19 +152,20 @@ def learned_finetune(model: nn.Module, config, data, device: torch.device, bits:
 
 def progressive_finetune(model: nn.Module, config, data, device: torch.device, schedule: list[tuple[int, int]],
                          distill: bool = True, float32: float | None = None, on_stage=None, on_progress=None,
-                         **options) -> list[dict]:
+                         start: nn.Module | None = None, **options) -> list[dict]:
     """A progressive schedule, e.g. [(8, 1), (4, 3), (3, 3), (2, 4)]: (bits, epochs) stages, each one a
     ``learned_finetune`` of the weights the last one left on their grids, its steps initialised afresh for its width.
     With ``distill``, every stage learns from the float32 network too. ``on_stage(i, result)`` hears of each
     stage as it ends; ``on_progress`` of every step, its progress running over the whole schedule; ``options`` go
-    to ``learned_finetune``. Returns every stage's result."""
+    to ``learned_finetune``. ``start`` (an earlier stage's network, baked) is where the first stage starts instead
+    of ``model``, which stays the teacher and the float32 reference. Returns every stage's result."""
     from .lsq import bake_learned
 
     if not schedule:
         raise ConfigError("a progressive schedule needs at least one stage")
     teacher = copy.deepcopy(model).eval() if distill else None
     base = accuracy(model, data, device) if float32 is None else float32
-    current, stages = model, []
+    current, stages = model if start is None else start, []
     for i, (bits, epochs) in enumerate(schedule):
         tuned = learned_finetune(current, config, data, device, bits=bits, epochs=epochs, teacher=teacher,
                                  float32=base, on_progress=overall_progress(on_progress, i, len(schedule)), **options)
