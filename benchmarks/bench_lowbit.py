@@ -3,7 +3,7 @@ the last stage's float weights), with the fine-tune epochs and the CPU time of e
 quantized with and without flip TTA against float32, on the validation split of the shared CIFAR-10 archive.
 
     .venv/bin/python -m benchmarks.bench_lowbit --data path/to/cifar10-jpeg-train.tar.gz \\
-        [--schedule 8:1,4:4,3:3,2:4] [--method lsq] [--init mse] [--lr 0.01] [--no-distill] [--out runs/lowbit] \\
+        [--schedule 4:2,3:4,2:6] [--method lsq] [--init mse] [--lr 0.01] [--no-distill] [--out runs/lowbit] \\
         [--start runs/lowbit/W4A4.pt]
 
 Targets (against float32, with and without flip TTA): W4A4 within 1.0 point, W3A3 within 2.0, W2A2 within 5.0;
@@ -37,7 +37,7 @@ TARGETS = {4: 1.0, 3: 2.0, 2: 5.0}  # points below float32
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True)
-    p.add_argument("--schedule", default="8:1,4:4,3:3,2:4")
+    p.add_argument("--schedule", default="4:2,3:4,2:6")
     p.add_argument("--method", default="lsq", choices=["lsq", "pact"])
     p.add_argument("--lr", type=float, default=LEARNED_LR)
     p.add_argument("--init", default="mse", choices=["mse", "lsq"], help="where each step starts")

@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--method", choices=list(QAT_METHODS), default="lsq",
                    help="qat: " + "; ".join(f"{k}: {v}" for k, v in QAT_METHODS.items()) + " (default lsq)")
     p.add_argument("--schedule", metavar="BITS:EPOCHS,…",
-                   help="qat: a progressive schedule, each stage starting from the last, e.g. 8:1,4:4,3:3,2:4 "
+                   help="qat: a progressive schedule, each stage starting from the last, e.g. 4:2,3:4,2:6 "
                         "(instead of --bits and --epochs)")
     p.add_argument("--edge-bits", type=int, default=8, metavar="N",
                    help="qat: bits of the first conv and the fc (default 8; 0: the same as the rest)")

@@ -57,7 +57,7 @@ with st.form("quantize", border=True):
                           horizontal=True, key="q_method", help="LSQ learns each quantizer's step with the network "
                           "(Esser et al. 2020); PACT learns where the inputs are clipped (Choi et al. 2018)")
         i, j = st.columns(2)
-        schedule = i.text_input("Schedule (BITS:EPOCHS, …)", key="q_schedule", placeholder="8:1, 4:4, 3:3, 2:4",
+        schedule = i.text_input("Schedule (BITS:EPOCHS, …)", key="q_schedule", placeholder="4:2, 3:4, 2:6",
                                 help="A progressive schedule: each stage starts from the last one's network. Empty: "
                                      "one stage, at the first of the bits above, for the epochs above")
         layer_plan = j.selectbox("Bits of each layer", list(LAYER_PLANS), format_func=LAYER_PLANS.get,
