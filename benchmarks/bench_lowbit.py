@@ -1,15 +1,15 @@
 """Low-bit quantization of the shipped ResNet-20 that holds: a progressive LSQ schedule (each stage starting from
-the last stage's float weights), with the fine-tune epochs and the CPU time of every stage, and the accuracy as
+the last stage's weights on their grids), with the fine-tune epochs and the CPU time of every stage, and the accuracy as
 quantized with and without flip TTA against float32, on the validation split of the shared CIFAR-10 archive.
 
     .venv/bin/python -m benchmarks.bench_lowbit --data path/to/cifar10-jpeg-train.tar.gz \\
-        [--schedule 4:2,3:4,2:6] [--method lsq] [--init mse] [--lr 0.01] [--no-distill] [--out runs/lowbit] \\
+        [--schedule 4:2,3:4,2:6] [--method lsq] [--init mse] [--lr 0.005] [--no-distill] [--out runs/lowbit] \\
         [--start runs/lowbit/W4A4.pt]
 
 Targets (against float32, with and without flip TTA): W4A4 within 1.0 point, W3A3 within 2.0, W2A2 within 5.0;
 the first conv and the fc stay at 8 bits. With --out, each stage's fine-tuned network is saved there as a
 checkpoint (``W4A4.pt`` …) and as a packed file (``W4A4.rvq``), with ``lowbit.json``. Results go in
-benchmarks/README.md. ``--start`` goes on from a stage saved that way (``--schedule 3:3,2:5 --start W4A4.pt``):
+benchmarks/README.md. ``--start`` goes on from a stage saved that way (``--schedule 3:4,2:6 --start W4A4.pt``):
 its weights, on their grids, are where the first stage starts; the shipped float32 network stays the teacher and
 the reference.
 """

@@ -217,7 +217,8 @@ def _plain_copy(model: nn.Module, rounded: bool) -> tuple[nn.Module, dict[str, t
 
 def strip_learned(model: nn.Module) -> nn.Module:
     """A plain copy of a ``prepare_learned`` network with the float weights it trains (not their rounded values)
-    and no quantizers: where the next, lower-bit stage of a progressive schedule starts."""
+    and no quantizers: what the fine-tune made of the float weights. Not where a next stage should start: a channel
+    rounded to zero has a batch norm that never saw its float weights (``bake_learned`` gives the weights it saw)."""
     return _plain_copy(model, rounded=False)[0]
 
 
